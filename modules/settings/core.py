@@ -1,0 +1,30 @@
+"""The core settings sections. Extensions add theirs through `api.add_settings`. Keys follow A1111's
+`config.json` names where A1111 has the option, so an A1111 config.json keeps its meaning here."""
+
+from __future__ import annotations
+
+from modules.settings.options import Option, Section
+
+
+def core_sections() -> list[Section]:
+    return [
+        Section("saving", "Saving images", (
+            Option("samples_format", "png", "File format for images", "choice", choices=("png", "jpg", "webp"),
+                   help="PNG keeps the generation parameters in a text chunk; JPEG and WebP keep them in EXIF."),
+            Option("jpeg_quality", 80, "Quality for saved JPEG and WebP images", "int", minimum=1, maximum=100),
+            Option("enable_pnginfo", True, "Save generation parameters inside the image", "bool"),
+            Option("save_txt", False, "Also write the parameters to a .txt file beside each image", "bool"),
+            Option("save_to_dirs", True, "Save images to a subfolder per day", "bool"),
+            Option("directories_filename_pattern", "[date]", "Subfolder name pattern", "str"),
+            Option("samples_filename_pattern", "", "File name pattern (empty: [seed])", "str"),
+            Option("save_images_add_number", True, "Prefix file names with a counter (00012-…)", "bool"),
+            Option("grid_save", True, "Save a grid for multi-image jobs", "bool"),
+        )),
+        Section("system", "System", (
+            Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
+                   "int", minimum=1, maximum=3600),
+        )),
+        Section("extensions", "Extensions", (
+            Option("disabled_extensions", [], "Disabled extensions", "list", hidden=True, restart=True),
+        )),
+    ]
