@@ -1,0 +1,103 @@
+"""The one registry of extensions at run time: their records, and applying what they contributed.
+
+Each `apply_*` step takes one kind of contribution from every loaded extension. A contribution that cannot be
+applied fails its own extension (status and traceback shown in the Extensions tab) and the others go on.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modules.cli import ExtraFlag
+from modules.extensions.api import JobTypeContribution, RouteContribution, TabContribution
+from modules.extensions.hooks import HookRegistry
+from modules.extensions.loader import ExtensionRecord
+from modules.model_registry import ModelKind, ModelRegistry
+from modules.settings import Section, Settings
+
+T = TypeVar("T")
+
+
+class ExtensionRegistry:
+    def __init__(self, records: Sequence[ExtensionRecord], hooks: HookRegistry) -> None:
+        self.records = list(records)
+        self.hooks = hooks
+        self._flags: list[ExtraFlag] = []
+
+    def get(self, extension_id: str) -> ExtensionRecord | None:
+        return next((r for r in self.records if r.id == extension_id), None)
+
+    def loaded(self) -> list[ExtensionRecord]:
+        return [r for r in self.records if r.state == "loaded"]
+
+    def fail(self, record: ExtensionRecord, message: str, tb: str | None = None) -> None:
+        record.fail(message, tb)
+        self.hooks.disable(record.id, message)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Records as JSON, with hook failures that happened since start folded in."""
+        hook_failures = self.hooks.failures()
+        for record in self.records:
+            failure = hook_failures.get(record.id)
+            if failure and record.state == "loaded":
+                record.fail(failure.message, failure.traceback or None)
+        return [r.to_json() for r in self.records]
+
+    # -- applying contributions ----------------------------------------------------------------------------
+
+    def extra_flags(self) -> list[ExtraFlag]:
+        self._flags = [
+            ExtraFlag(names, options, record.id)
+            for record in self.loaded()
+            for names, options in record.api.contributions.flags  # type: ignore[union-attr]
+        ]
+        return self._flags
+
+    def bind_flags(self, args: Any) -> None:
+        """Give every extension the parsed flags, and fail those whose flags could not be added."""
+        for flag in self._flags:
+            record = self.get(flag.owner)
+            if record and flag.notes:
+                self.fail(record, "; ".join(flag.notes))
+        for record in self.loaded():
+            record.api.bind_flags(args)  # type: ignore[union-attr]
+
+    def apply_settings(self, settings: Settings) -> None:
+        for record, index, (label, options) in self._each(lambda c: c.settings):
+            section_id = f"ext-{record.id}" + (f"-{index}" if index else "")
+            self._guard(record, "settings", lambda: settings.add_section(
+                Section(section_id, label, options, owner=record.id)))
+
+    def apply_model_kinds(self, models: ModelRegistry, model_folder: Callable[[str], Path]) -> None:
+        for record, _, kind in self._each(lambda c: c.model_kinds):
+            self._guard(record, "model kind", lambda: models.add_kind(ModelKind(
+                name=kind.name, folders=(model_folder(kind.name),), extensions=kind.extensions,
+                allow_dirs=kind.allow_dirs, owner=record.id)))
+
+    def apply_hooks(self) -> None:
+        for record, _, (hook, callback) in self._each(lambda c: c.hooks):
+            self._guard(record, "hook", lambda: self.hooks.register(hook, record.id, callback))
+
+    def routes(self) -> list[tuple[ExtensionRecord, RouteContribution]]:
+        return [(record, route) for record, _, route in self._each(lambda c: c.routes)]
+
+    def tabs(self) -> list[tuple[ExtensionRecord, TabContribution]]:
+        return [(record, tab) for record, _, tab in self._each(lambda c: c.tabs)]
+
+    def job_types(self) -> list[tuple[ExtensionRecord, JobTypeContribution]]:
+        return [(record, job) for record, _, job in self._each(lambda c: c.job_types)]
+
+    def _each(self, pick: Callable[[Any], list[T]]) -> Iterator[tuple[ExtensionRecord, int, T]]:
+        for record in self.loaded():
+            for index, item in enumerate(pick(record.api.contributions)):  # type: ignore[union-attr]
+                if record.state == "loaded":  # an earlier item may have failed the extension
+                    yield record, index, item
+
+    def _guard(self, record: ExtensionRecord, what: str, apply: Callable[[], Any]) -> None:
+        try:
+            apply()
+        except Exception as e:  # noqa: BLE001 - any failure here is the extension's, not the app's
+            self.fail(record, f"its {what} could not be added: {e}", traceback.format_exc())
