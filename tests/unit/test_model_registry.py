@@ -23,7 +23,6 @@ from modules.model_registry import (
     shorthash,
 )
 from modules.model_registry import hashes as hashes_module
-from modules.model_registry import registry as registry_module
 from modules.paths import DataPaths
 
 SD = "Stable-diffusion"
