@@ -1,0 +1,84 @@
+"""The app: FastAPI with the REST adapters, and the Gradio UI mounted at "/". Built by `main()`, never at import.
+
+Gradio is imported only when the UI is built, and torch only when a job first needs it, so the page is
+served within seconds of start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from modules import server
+from modules.api import errors as api_errors
+from modules.api import studio as studio_api
+from modules.auth import BasicAuthMiddleware
+from modules.cli import CliError
+from modules.services import Services, build_services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(services: Services) -> FastAPI:
+    api_docs = services.api_enabled
+    app = FastAPI(title="SD Studio", docs_url="/docs" if api_docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if api_docs else None)
+    api_errors.install(app)
+    # Routes go in before the UI is mounted at "/": a route added after that mount is shadowed by it.
+    app.include_router(studio_api.router(services))
+    _add_extension_routes(app, services)
+    if services.args.nowebui:
+        _add_api_only_root(app)
+    else:
+        from modules.ui.mount import mount_ui  # gradio is imported here, not at start
+
+        app = mount_ui(app, services)
+    _add_middleware(app, services)
+    return app
+
+
+def _add_extension_routes(app: FastAPI, services: Services) -> None:
+    taken = {(getattr(r, "path", ""), m) for r in app.routes for m in (getattr(r, "methods", None) or ())}
+    for record, route in services.extensions.routes():
+        clash = [m for m in route.methods if (route.path, m) in taken]
+        if clash:
+            services.extensions.fail(record, f"route {' '.join(clash)} {route.path} is already taken")
+            continue
+        try:
+            app.add_api_route(route.path, route.endpoint, methods=list(route.methods), tags=[f"ext:{record.id}"])
+        except Exception as e:  # noqa: BLE001 - a bad endpoint signature is the extension's fault
+            services.extensions.fail(record, f"route {route.path} could not be added: {e}")
+            continue
+        taken.update((route.path, m) for m in route.methods)
+
+
+def _add_api_only_root(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    def root() -> JSONResponse:
+        return JSONResponse({"app": "SD Studio", "ui": "off (--nowebui)", "docs": "/docs"})
+
+
+def _add_middleware(app: FastAPI, services: Services) -> None:
+    args = services.args
+    if args.cors_allow_origins or args.cors_allow_origins_regex:
+        origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex,
+                           allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
+    # Added last, so it runs first: an unauthenticated request never reaches CORS handling or a route.
+    app.add_middleware(BasicAuthMiddleware, credentials=services.api_logins)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        services = build_services(sys.argv[1:] if argv is None else argv, os.environ if env is None else env)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return server.serve(create_app(services), services)

@@ -1,0 +1,104 @@
+"""The one container of app state, built in order and handed to the API and the UI. No globals.
+
+Start-up order matters: the lenient flag pass finds the data dir; settings load; extensions are found and
+registered (which is when they declare flags); then the strict flag pass runs with every flag known, and the
+extensions' other contributions are applied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from modules import auth, cli
+from modules import paths as paths_mod
+from modules.access import AccessPolicy
+from modules.extensions.api import ExtensionAPI
+from modules.extensions.hooks import HookRegistry
+from modules.extensions.install import ExtensionInstaller
+from modules.extensions.loader import ExtensionRecord, discover, load_all
+from modules.extensions.manager import ExtensionManager
+from modules.extensions.registry import ExtensionRegistry
+from modules.model_registry import HashCache, ModelRegistry, core_kinds
+from modules.paths import DataPaths
+from modules.settings import Settings
+from modules.settings.core import core_sections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    args: argparse.Namespace
+    paths: DataPaths
+    settings: Settings
+    models: ModelRegistry
+    hooks: HookRegistry
+    extensions: ExtensionRegistry
+    extension_manager: ExtensionManager
+    access: AccessPolicy
+    ui_logins: auth.Credentials
+    api_logins: auth.Credentials
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def api_enabled(self) -> bool:
+        return bool(self.args.api or self.args.nowebui)
+
+
+def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
+    """Parse flags, load settings and extensions. Raises cli.CliError for a bad command line."""
+    early = cli.parse_lenient(argv, env)
+    paths = paths_mod.from_args(early)
+    paths.ensure()
+
+    settings = Settings(paths.config_file, core_sections())
+    settings.load()
+    hooks = HookRegistry(timeout_s=lambda: float(settings.get("extension_hook_timeout")))
+    models = ModelRegistry(hash_cache=HashCache(paths.cache / "hashes.json"), hashing_enabled=not early.no_hashing)
+    for kind in core_kinds(paths):
+        models.add_kind(kind)
+
+    records = discover([paths_mod.BUILTIN_EXTENSIONS_DIR, paths.extensions], paths_mod.is_builtin_extension)
+
+    def make_api(record: ExtensionRecord) -> ExtensionAPI:
+        return ExtensionAPI(record.id, record.folder, settings.get, paths.model_folder)
+
+    load_all(records, settings.get("disabled_extensions"), early.disable_all_extensions, make_api)
+    extensions = ExtensionRegistry(records, hooks)
+
+    args = cli.parse_strict(argv, env, extensions.extra_flags())
+    extensions.bind_flags(args)
+    extensions.apply_settings(settings)
+    extensions.apply_model_kinds(models, paths.model_folder)
+    extensions.apply_hooks()
+
+    access = AccessPolicy.from_args(args)
+    ui_logins, api_logins = auth.from_args(args)
+    installer = ExtensionInstaller(paths.extensions, paths.tmp)
+    services = Services(
+        args=args, paths=paths, settings=settings, models=models, hooks=hooks, extensions=extensions,
+        extension_manager=ExtensionManager(extensions, settings, access, installer), access=access,
+        ui_logins=ui_logins, api_logins=api_logins,
+    )
+    services.notices.extend(_start_notices(services))
+    return services
+
+
+def _start_notices(services: Services) -> list[str]:
+    """Things the user should see on the first screen and in the console, not only in a log file."""
+    notices = list(services.settings.warnings)
+    failed = [r.name for r in services.extensions.records if r.state == "failed"]
+    if failed:
+        notices.append(f"Extensions that failed to load: {', '.join(failed)}. See the Extensions tab.")
+    if services.args.ignored_flags:
+        notices.append("These A1111 flags have no effect in SD Studio and were ignored: "
+                       + " ".join(services.args.ignored_flags))
+    if services.access.shared_on_network and not services.access.extension_management_allowed:
+        notices.append("Shared on the network: extension management is off "
+                       "(--enable-insecure-extension-access turns it on).")
+    for notice in notices:
+        log.warning(notice)
+    return notices

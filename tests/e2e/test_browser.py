@@ -1,0 +1,78 @@
+"""The page in a real browser: every tab is there (an extension's too), broken extensions are visible, the
+Settings tab saves, and PNG Info reads the parameters out of an image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from tests.e2e.browser import browser_page
+from tests.e2e.server import start_server
+from tests.fixtures import extensions as fx
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+TABS = ["txt2img", "img2img", "Extras", "PNG Info", "Hello", "Settings", "Extensions"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    data = tmp_path_factory.mktemp("browser") / "data"
+    fx.write_extension(data / "extensions", "hello", fx.HELLO)
+    fx.write_extension(data / "extensions", "broken", fx.RAISES_IN_REGISTER, name="Broken <b>Ext</b>")
+    running = start_server(data)
+    yield running, data
+    running.stop()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def test_every_tab_and_the_extension_tab(server, tmp_path: Path) -> None:
+    running, _ = server
+    with browser_page() as page:
+        page.goto(running.url, wait_until="networkidle")
+        tabs = page.get_by_role("tab").all_inner_texts()
+        for name in TABS:
+            assert name in [t.strip() for t in tabs], f"tab {name} missing from {tabs}"
+        open_tab(page, "Hello")
+        assert page.locator("#hello_text").inner_text().strip() == "Hello from a test extension"
+        open_tab(page, "Extensions")
+        table = page.locator("#extensions_table")
+        table.wait_for()
+        text = table.inner_text()
+        assert "Hello" in text and "loaded" in text
+        # The failed extension is listed with its reason, and its name is shown as text, not as HTML.
+        assert "Broken <b>Ext</b>" in text and "register failed on purpose" in text
+        page.screenshot(path=str(tmp_path / "extensions.png"), full_page=True)
+
+
+def test_settings_tab_saves_to_config_json(server) -> None:
+    running, data = server
+    with browser_page() as page:
+        page.goto(running.url, wait_until="networkidle")
+        open_tab(page, "Settings")
+        page.locator("#setting_save_txt input[type=checkbox]").check()
+        page.locator("#settings_apply").click()
+        page.locator("#settings_result").get_by_text("Saved 1 setting(s): save_txt").wait_for()
+    assert json.loads((data / "config.json").read_text())["save_txt"] is True
+
+
+def test_png_info_reads_parameters(server, tmp_path: Path) -> None:
+    running, _ = server
+    infotext = "a red fox, snow\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Seed: 42, Size: 64x64"
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", infotext)
+    image_path = tmp_path / "fox.png"
+    Image.new("RGB", (64, 64), "orange").save(image_path, pnginfo=meta)
+    with browser_page() as page:
+        page.goto(running.url, wait_until="networkidle")
+        open_tab(page, "PNG Info")
+        page.locator("#pnginfo_image input[type=file]").set_input_files(str(image_path))
+        box = page.locator("#pnginfo_parameters textarea")
+        page.wait_for_function("el => el.value.includes('Seed: 42')", arg=box.element_handle())
+        assert box.input_value() == infotext
