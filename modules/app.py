@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from modules import server
 from modules.api import errors as api_errors
+from modules.api import jobs as jobs_api
 from modules.api import studio as studio_api
 from modules.auth import BasicAuthMiddleware
 from modules.cli import CliError
@@ -32,6 +33,7 @@ def create_app(services: Services) -> FastAPI:
     api_errors.install(app)
     # Routes go in before the UI is mounted at "/": a route added after that mount is shadowed by it.
     app.include_router(studio_api.router(services))
+    app.include_router(jobs_api.router(services.jobs))
     _add_extension_routes(app, services)
     if services.args.nowebui:
         _add_api_only_root(app)
@@ -40,6 +42,7 @@ def create_app(services: Services) -> FastAPI:
 
         app = mount_ui(app, services)
     _add_middleware(app, services)
+    services.jobs.start()
     return app
 
 

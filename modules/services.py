@@ -21,6 +21,7 @@ from modules.extensions.install import ExtensionInstaller
 from modules.extensions.loader import ExtensionRecord, discover, load_all
 from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
+from modules.jobs import JobQueue
 from modules.model_registry import HashCache, ModelRegistry, core_kinds
 from modules.paths import DataPaths
 from modules.settings import Settings
@@ -38,6 +39,7 @@ class Services:
     hooks: HookRegistry
     extensions: ExtensionRegistry
     extension_manager: ExtensionManager
+    jobs: JobQueue
     access: AccessPolicy
     ui_logins: auth.Credentials
     api_logins: auth.Credentials
@@ -74,13 +76,15 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     extensions.apply_settings(settings)
     extensions.apply_model_kinds(models, paths.model_folder)
     extensions.apply_hooks()
+    jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
+    extensions.apply_job_types(jobs)
 
     access = AccessPolicy.from_args(args)
     ui_logins, api_logins = auth.from_args(args)
     installer = ExtensionInstaller(paths.extensions, paths.tmp)
     services = Services(
         args=args, paths=paths, settings=settings, models=models, hooks=hooks, extensions=extensions,
-        extension_manager=ExtensionManager(extensions, settings, access, installer), access=access,
+        extension_manager=ExtensionManager(extensions, settings, access, installer), jobs=jobs, access=access,
         ui_logins=ui_logins, api_logins=api_logins,
     )
     services.notices.extend(_start_notices(services))

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modules.cli import ExtraFlag
-from modules.extensions.api import JobTypeContribution, RouteContribution, TabContribution
+from modules.extensions.api import RouteContribution, TabContribution
 from modules.extensions.hooks import HookRegistry
 from modules.extensions.loader import ExtensionRecord
+from modules.jobs import JobQueue, JobType
 from modules.model_registry import ModelKind, ModelRegistry
 from modules.settings import Section, Settings
 
@@ -81,14 +82,16 @@ class ExtensionRegistry:
         for record, _, (hook, callback) in self._each(lambda c: c.hooks):
             self._guard(record, "hook", lambda: self.hooks.register(hook, record.id, callback))
 
+    def apply_job_types(self, jobs: JobQueue) -> None:
+        for record, _, job in self._each(lambda c: c.job_types):
+            self._guard(record, "job type", lambda: jobs.register(
+                JobType(job.name, job.request_model, job.run, owner=record.id)))
+
     def routes(self) -> list[tuple[ExtensionRecord, RouteContribution]]:
         return [(record, route) for record, _, route in self._each(lambda c: c.routes)]
 
     def tabs(self) -> list[tuple[ExtensionRecord, TabContribution]]:
         return [(record, tab) for record, _, tab in self._each(lambda c: c.tabs)]
-
-    def job_types(self) -> list[tuple[ExtensionRecord, JobTypeContribution]]:
-        return [(record, job) for record, _, job in self._each(lambda c: c.job_types)]
 
     def _each(self, pick: Callable[[Any], list[T]]) -> Iterator[tuple[ExtensionRecord, int, T]]:
         for record in self.loaded():

@@ -23,6 +23,8 @@ def core_sections() -> list[Section]:
         Section("system", "System", (
             Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
                    "int", minimum=1, maximum=3600),
+            Option("job_retention_minutes", 60, "Minutes a finished job's result stays retrievable", "int",
+                   minimum=1, maximum=7 * 24 * 60),
         )),
         Section("extensions", "Extensions", (
             Option("disabled_extensions", [], "Disabled extensions", "list", hidden=True, restart=True),
