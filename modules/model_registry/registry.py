@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modules.errors import NotFound
-from modules.model_registry.hashes import HashCache, legacy_hash, shorthash, tree_files
+from modules.model_registry.hashes import HashCache, legacy_hash, shorthash, tree_files, weight_files
 from modules.model_registry.kinds import MODEL_DIR_MARKERS, ModelKind, is_ignored_name
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,9 @@ def _mark_visited(st: os.stat_result, visited: set[tuple[int, int]]) -> bool:
 
 
 def _is_model_dir(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in MODEL_DIR_MARKERS)
+    # A weightless folder of configs is not a model: it is the A1111-style override folder that sits beside
+    # a checkpoint of the same name (`tiny.safetensors` + `tiny/`), and listing it would hide that file.
+    return any((path / marker).is_file() for marker in MODEL_DIR_MARKERS) and bool(weight_files(path))
 
 
 def _dir_model(kind: ModelKind, relative: str, path: Path, mtime: float) -> ModelFile:
