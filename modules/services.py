@@ -21,7 +21,9 @@ from modules.extensions.install import ExtensionInstaller
 from modules.extensions.loader import ExtensionRecord, discover, load_all
 from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
-from modules.jobs import JobQueue
+from modules.engine.engine import Engine
+from modules.engine.requests import Txt2ImgRequest
+from modules.jobs import JobQueue, JobType
 from modules.model_registry import HashCache, ModelRegistry, core_kinds
 from modules.paths import DataPaths
 from modules.settings import Settings
@@ -40,6 +42,7 @@ class Services:
     extensions: ExtensionRegistry
     extension_manager: ExtensionManager
     jobs: JobQueue
+    engine: Engine
     access: AccessPolicy
     ui_logins: auth.Credentials
     api_logins: auth.Credentials
@@ -77,6 +80,8 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     extensions.apply_model_kinds(models, paths.model_folder)
     extensions.apply_hooks()
     jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
+    engine = Engine(args, models, paths.outputs, paths.cache, paths.styles_file, settings.get, hooks)
+    jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img))
     extensions.apply_job_types(jobs)
 
     access = AccessPolicy.from_args(args)
@@ -84,7 +89,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     installer = ExtensionInstaller(paths.extensions, paths.tmp)
     services = Services(
         args=args, paths=paths, settings=settings, models=models, hooks=hooks, extensions=extensions,
-        extension_manager=ExtensionManager(extensions, settings, access, installer), jobs=jobs, access=access,
+        extension_manager=ExtensionManager(extensions, settings, access, installer), jobs=jobs, engine=engine, access=access,
         ui_logins=ui_logins, api_logins=api_logins,
     )
     services.notices.extend(_start_notices(services))

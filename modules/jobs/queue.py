@@ -74,7 +74,9 @@ class JobQueue:
             except ValidationError as e:
                 first = e.errors()[0]
                 field = ".".join(map(str, first.get("loc", ()))) or None
-                raise UserError(f"invalid {type_name} request: {first.get('msg')}", field=field) from None
+                message = str(first.get("msg", "")).removeprefix("Value error, ")
+                where = f"{field}: " if field else ""
+                raise UserError(f"invalid {type_name} request: {where}{message}", field=field) from None
         job = Job(type=type_name, request=request)
         with self._cond:
             self._prune()
@@ -125,15 +127,15 @@ class JobQueue:
                 job._cancel.set()
         return job
 
-    def interrupt(self) -> None:
-        """Stop the running job early, keeping what it has finished (A1111's Interrupt)."""
-        job = self._current
+    def interrupt(self, job_id: str | None = None) -> None:
+        """Stop a job early, keeping what it has finished (A1111's Interrupt). No id: the running job."""
+        job = self.get(job_id) if job_id else self._current
         if job is not None:
             job._interrupt.set()
 
-    def skip(self) -> None:
-        """Skip the image the running job is making and go on with the next (A1111's Skip)."""
-        job = self._current
+    def skip(self, job_id: str | None = None) -> None:
+        """Skip the image a job is making and go on with the next (A1111's Skip). No id: the running job."""
+        job = self.get(job_id) if job_id else self._current
         if job is not None:
             job._skip.set()
 

@@ -20,6 +20,14 @@ def core_sections() -> list[Section]:
             Option("save_images_add_number", True, "Prefix file names with a counter (00012-…)", "bool"),
             Option("grid_save", True, "Save a grid for multi-image jobs", "bool"),
         )),
+        Section("sd", "Stable Diffusion", (
+            Option("sd_model_checkpoint", "", "Checkpoint to use when a request names none (empty: the first one)",
+                   "str"),
+            Option("show_progress_every_n_steps", 5, "Live preview every N sampling steps", "int", minimum=1,
+                   maximum=100),
+            Option("max_image_pixels", 4096 * 4096, "Largest image (width x height) a request may ask for",
+                   "int", minimum=64 * 64, maximum=16384 * 16384),
+        )),
         Section("system", "System", (
             Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
                    "int", minimum=1, maximum=3600),

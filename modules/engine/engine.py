@@ -1,0 +1,52 @@
+"""The engine: the one object that runs generation jobs on the worker.
+
+It is built at start-up without importing torch; the memory manager and the checkpoint cache import it the
+first time a job needs them. The UI and the API never call it directly: they submit jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from modules.engine.images import ImageSaver
+from modules.engine.memory import MemoryConfig, MemoryManager
+from modules.engine.model_cache import CheckpointCache
+from modules.engine.requests import Txt2ImgRequest
+from modules.engine.results import GenerationResult
+from modules.engine.styles import StyleStore
+from modules.errors import UserError
+from modules.extensions.hooks import HookRegistry
+from modules.jobs import JobContext
+from modules.model_registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, args: argparse.Namespace, models: ModelRegistry, outputs: Path, cache: Path,
+                 styles_file: Path, settings_get: Callable[[str], Any], hooks: HookRegistry) -> None:
+        self.settings_get = settings_get
+        self.memory = MemoryManager(MemoryConfig.from_args(args))
+        self.checkpoints = CheckpointCache(models, self.memory, cache,
+                                           default=lambda: args.ckpt or settings_get("sd_model_checkpoint"))
+        self.saver = ImageSaver(outputs, settings_get, hooks)
+        self.styles = StyleStore(styles_file)
+        self.last_step_seconds: float | None = None
+
+    def txt2img(self, request: Txt2ImgRequest, ctx: JobContext) -> GenerationResult:
+        from modules.engine.txt2img import run_txt2img
+
+        return run_txt2img(self, request, ctx)
+
+    def preview_every(self) -> int:
+        return int(self.settings_get("show_progress_every_n_steps"))
+
+    def check_size(self, width: int, height: int) -> None:
+        limit = int(self.settings_get("max_image_pixels"))
+        if width * height > limit:
+            raise UserError(f"{width}x{height} is over the size limit of {limit} pixels (setting "
+                            f"'max_image_pixels'); use a smaller size or hires fix", field="width")
