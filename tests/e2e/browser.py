@@ -35,3 +35,10 @@ def browser_page(width: int = 1280, height: int = 900) -> Iterator[object]:
             yield page
         finally:
             browser.close()
+
+
+def open_app(page, url: str) -> None:  # type: ignore[no-untyped-def]
+    """Load the UI and wait until its tabs are drawn. (Not 'networkidle': Gradio keeps a heartbeat stream open
+    while the page has per-session state, so the network is never idle.)"""
+    page.goto(url, wait_until="load")
+    page.get_by_role("tab", name="Extensions", exact=True).wait_for()

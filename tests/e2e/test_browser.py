@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.e2e.browser import browser_page
+from tests.e2e.browser import browser_page, open_app
 from tests.e2e.server import start_server
 from tests.fixtures import extensions as fx
 
@@ -35,7 +35,7 @@ def open_tab(page, name: str) -> None:
 def test_every_tab_and_the_extension_tab(server, tmp_path: Path) -> None:
     running, _ = server
     with browser_page() as page:
-        page.goto(running.url, wait_until="networkidle")
+        open_app(page, running.url)
         tabs = page.get_by_role("tab").all_inner_texts()
         for name in TABS:
             assert name in [t.strip() for t in tabs], f"tab {name} missing from {tabs}"
@@ -54,7 +54,7 @@ def test_every_tab_and_the_extension_tab(server, tmp_path: Path) -> None:
 def test_settings_tab_saves_to_config_json(server) -> None:
     running, data = server
     with browser_page() as page:
-        page.goto(running.url, wait_until="networkidle")
+        open_app(page, running.url)
         open_tab(page, "Settings")
         page.locator("#setting_save_txt input[type=checkbox]").check()
         page.locator("#settings_apply").click()
@@ -70,9 +70,36 @@ def test_png_info_reads_parameters(server, tmp_path: Path) -> None:
     image_path = tmp_path / "fox.png"
     Image.new("RGB", (64, 64), "orange").save(image_path, pnginfo=meta)
     with browser_page() as page:
-        page.goto(running.url, wait_until="networkidle")
+        open_app(page, running.url)
         open_tab(page, "PNG Info")
         page.locator("#pnginfo_image input[type=file]").set_input_files(str(image_path))
         box = page.locator("#pnginfo_parameters textarea")
         page.wait_for_function("el => el.value.includes('Seed: 42')", arg=box.element_handle())
         assert box.input_value() == infotext
+
+
+def test_txt2img_generates_in_the_browser(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from tests.fixtures.tiny_models import save_tiny_checkpoint
+
+    data = tmp_path_factory.mktemp("browser-t2i") / "data"
+    save_tiny_checkpoint(data / "models" / "Stable-diffusion", "sd1", name="tiny")
+    running = start_server(data, "--api")
+    try:
+        with browser_page() as page:
+            open_app(page, running.url)
+            page.locator("#txt2img_prompt textarea").fill("a lighthouse at dusk")
+            for elem, value in (("#txt2img_width", "64"), ("#txt2img_height", "64"), ("#txt2img_steps", "3")):
+                box = page.locator(f"{elem} input[type=number]")
+                box.fill(value)
+                box.press("Enter")
+            page.locator("#txt2img_seed input").fill("4242")
+            page.locator("#txt2img_generate").click()
+            info = page.locator("#txt2img_info textarea")
+            page.wait_for_function("el => el.value.includes('Seed: 4242')", arg=info.element_handle(), timeout=90_000)
+            assert "a lighthouse at dusk" in info.input_value() and "Size: 64x64" in info.input_value()
+            page.locator("#txt2img_gallery img").first.wait_for()
+            page.screenshot(path=str(tmp_path / "txt2img.png"), full_page=True)
+        saved = list((data / "outputs" / "txt2img-images").rglob("*-4242.png"))
+        assert len(saved) == 1
+    finally:
+        running.stop()
