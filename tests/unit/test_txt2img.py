@@ -210,3 +210,44 @@ def test_hook_calls_recorded(studio) -> None:
     calls = (studio.extensions.get("hello").folder / "calls.jsonl").read_text().splitlines()
     events = {json.loads(c)["event"] for c in calls}
     assert {"before_generate", "after_generate", "before_image_saved", "image_saved"} <= events
+
+
+@pytest.mark.parametrize("fields, size, expected", [
+    ({"hr_scale": 2.0, "hr_upscaler": "Latent"}, (128, 128), "Hires upscale: 2, Hires upscaler: Latent"),
+    ({"hr_scale": 1.5, "hr_upscaler": "Lanczos", "hr_second_pass_steps": 4}, (96, 96),
+     "Hires upscale: 1.5, Hires steps: 4, Hires upscaler: Lanczos"),
+    ({"hr_resize_x": 128, "hr_upscaler": "Latent (nearest-exact)", "hr_sampler_name": "DDIM"}, (128, 128),
+     'Hires resize: 128x128, Hires upscaler: Latent (nearest-exact), Hires sampler: DDIM'),
+])
+def test_hires_fix(studio, fields, size, expected: str) -> None:
+    job = run(studio, prompt="a castle", seed=5, enable_hr=True, denoising_strength=0.5, checkpoint="alpha", **fields)
+    assert job.state is JobState.DONE, job.error
+    image = job.result.images[0]
+    assert image.image.size == size and Image.open(image.path).size == size
+    assert expected in image.infotext and "Denoising strength: 0.5" in image.infotext
+    assert "Size: 64x64" in image.infotext  # A1111 records the first-pass size
+    assert job.progress.total > 3  # the hires steps count in the progress
+
+
+def test_hires_fix_is_reproducible_and_refuses_unknown_upscalers(studio) -> None:
+    a = ok(studio, prompt="a castle", seed=5, enable_hr=True, checkpoint="alpha").images[0]
+    b = ok(studio, prompt="a castle", seed=5, enable_hr=True, checkpoint="alpha").images[0]
+    assert (pixels(a.image) == pixels(b.image)).all()
+    job = run(studio, enable_hr=True, hr_upscaler="4x-Nope", checkpoint="alpha")
+    assert job.state is JobState.FAILED and "unknown hires upscaler '4x-Nope'; available: Latent" in job.error
+
+
+@pytest.mark.parametrize("family", ["sd2", "sd2-v", "sdxl"])
+def test_other_families_generate(tmp_path: Path, family: str) -> None:
+    save_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion", family, name=f"tiny-{family}")
+    services = build_services(["--data-dir", str(tmp_path)], {})
+    services.jobs.start()
+    try:
+        job = services.jobs.submit("txt2img", {**BASE, "prompt": "a (boat:1.3) on a lake", "seed": 11,
+                                               "negative_prompt": "fog", "clip_skip": 2})
+        assert job.wait(120) and job.state is JobState.DONE, job.error
+        image = job.result.images[0]
+        assert image.image.size == (64, 64) and np.asarray(image.image).std() > 0
+        assert f"Model: tiny-{family}" in image.infotext
+    finally:
+        services.jobs.stop()

@@ -1,0 +1,85 @@
+"""Hires fix: upscale the first pass, then denoise again at the larger size (img2img on the same components).
+
+Upscalers: A1111's latent modes (interpolating the latents directly) and the pixel upscalers Lanczos and Nearest
+(decode, resize, encode). Model upscalers (ESRGAN and friends) join this list with the upscaler registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from modules.engine.requests import Txt2ImgRequest
+from modules.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+# A1111's latent upscale modes: name -> (torch interpolate mode, antialias)
+LATENT_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+PIXEL_UPSCALERS = ("Lanczos", "Nearest")
+
+
+def hires_upscalers() -> list[str]:
+    return [*LATENT_MODES, *PIXEL_UPSCALERS]
+
+
+def check_upscaler(name: str) -> None:
+    if name not in LATENT_MODES and name not in PIXEL_UPSCALERS:
+        raise UserError(f"unknown hires upscaler '{name}'; available: {', '.join(hires_upscalers())}",
+                        field="hr_upscaler")
+
+
+def target_size(request: Txt2ImgRequest) -> tuple[int, int]:
+    """The second-pass size: hr_resize_x/y when given (one of them keeps the aspect), else width/height × scale,
+    rounded down to a multiple of 8 as the VAE needs."""
+    w, h = request.width, request.height
+    if request.hr_resize_x or request.hr_resize_y:
+        tw = request.hr_resize_x or round(request.hr_resize_y * w / h)
+        th = request.hr_resize_y or round(request.hr_resize_x * h / w)
+    else:
+        tw, th = round(w * request.hr_scale), round(h * request.hr_scale)
+    return max(8, tw // 8 * 8), max(8, th // 8 * 8)
+
+
+def upscale_latents(latents: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    interp, antialias = LATENT_MODES[mode]
+    size = (height // 8, width // 8)
+    if interp in ("nearest", "nearest-exact"):
+        return F.interpolate(latents, size=size, mode=interp)
+    return F.interpolate(latents, size=size, mode=interp, antialias=antialias)
+
+
+def upscale_pixels(pipe: Any, latents: torch.Tensor, width: int, height: int, upscaler: str) -> torch.Tensor:
+    """Decode, resize with PIL, encode again (deterministically, from the VAE's mean)."""
+    import torch
+    from PIL import Image
+
+    from modules.engine.vae import decode
+
+    images, _ = decode(pipe, latents)
+    resample = Image.Resampling.LANCZOS if upscaler == "Lanczos" else Image.Resampling.NEAREST
+    resized = [img.resize((width, height), resample) for img in images]
+    pixels = pipe.image_processor.preprocess(resized).to(device=latents.device, dtype=pipe.vae.dtype)
+    with torch.inference_mode():
+        encoded = pipe.vae.encode(pixels).latent_dist.mean
+    return (encoded * pipe.vae.config.scaling_factor).to(latents.dtype)
+
+
+def img2img_pipeline(pipe: Any) -> Any:
+    """An img2img pipeline over the same components: no weights are copied."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return StableDiffusionXLImg2ImgPipeline(**pipe.components)
+    components = {k: v for k, v in pipe.components.items() if k in StableDiffusionImg2ImgPipeline._get_signature_keys(
+        StableDiffusionImg2ImgPipeline)[0]}
+    return StableDiffusionImg2ImgPipeline(**components, requires_safety_checker=False)
