@@ -18,6 +18,7 @@ from modules.engine.model_cache import CheckpointCache
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.results import GenerationResult
 from modules.engine.styles import StyleStore
+from modules.engine.tokens import TokenCounter
 from modules.errors import UserError
 from modules.extensions.hooks import HookRegistry
 from modules.jobs import JobContext
@@ -35,12 +36,17 @@ class Engine:
                                            default=lambda: args.ckpt or settings_get("sd_model_checkpoint"))
         self.saver = ImageSaver(outputs, settings_get, hooks)
         self.styles = StyleStore(styles_file)
+        self.tokens = TokenCounter(cache, self._loaded_tokenizer)
         self.last_step_seconds: float | None = None
 
     def txt2img(self, request: Txt2ImgRequest, ctx: JobContext) -> GenerationResult:
         from modules.engine.txt2img import run_txt2img
 
         return run_txt2img(self, request, ctx)
+
+    def _loaded_tokenizer(self) -> Any:
+        current = self.checkpoints.current
+        return current.pipe.tokenizer if current is not None else None
 
     def preview_every(self) -> int:
         return int(self.settings_get("show_progress_every_n_steps"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -27,11 +28,19 @@ def read_parameters(path: str | None) -> tuple[str, str]:
     return infotext or "No generation parameters found in this image.", other
 
 
-def build(services: Services) -> None:
+@dataclass(frozen=True)
+class PngInfoTab:
+    parameters: gr.Textbox
+    send_to_txt2img: gr.Button
+
+
+def build(services: Services) -> PngInfoTab:
     with gr.Row():
         image = gr.Image(type="filepath", label="Source", sources=["upload", "clipboard"], elem_id="pnginfo_image")
         with gr.Column():
             parameters = gr.Textbox(label="Parameters", lines=8, elem_id="pnginfo_parameters", interactive=False,
                                     buttons=["copy"])
+            send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
             other = gr.Textbox(label="Other metadata", lines=4, elem_id="pnginfo_other", interactive=False)
     image.change(read_parameters, image, [parameters, other], api_visibility="private")
+    return PngInfoTab(parameters, send)

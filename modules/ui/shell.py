@@ -24,6 +24,7 @@ CORE_TABS = (
     ("Extras", "tab_extras", img2img_tab.build_extras),
     ("PNG Info", "tab_pnginfo", pnginfo_tab.build),
 )
+
 LAST_TABS = (
     ("Settings", "tab_settings", settings_tab.build),
     ("Extensions", "tab_extensions", extensions_tab.build),
@@ -34,15 +35,23 @@ def build_ui(services: Services) -> gr.Blocks:
     with gr.Blocks(title="SD Studio", analytics_enabled=False) as demo:
         if services.notices:
             gr.Markdown("\n".join(f"- {html.escape(n)}" for n in services.notices), elem_id="notices")
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
+            built = {}
             for title, elem_id, build in CORE_TABS:
-                with gr.Tab(title, elem_id=elem_id):
-                    build(services)
+                with gr.Tab(title, id=elem_id, elem_id=elem_id):
+                    built[elem_id] = build(services)
             _extension_tabs(services, reserved={elem_id for _, elem_id, _ in CORE_TABS + LAST_TABS})
             for title, elem_id, build in LAST_TABS:
-                with gr.Tab(title, elem_id=elem_id):
+                with gr.Tab(title, id=elem_id, elem_id=elem_id):
                     build(services)
+        _send_to(tabs, built["tab_pnginfo"], built["tab_txt2img"])
     return demo
+
+
+def _send_to(tabs: gr.Tabs, png: pnginfo_tab.PngInfoTab, t2i: txt2img_tab.Txt2ImgTab) -> None:
+    """PNG Info's "Send to txt2img": fill the txt2img form from the infotext and switch to that tab."""
+    png.send_to_txt2img.click(lambda text: [*txt2img_tab.paste_updates(t2i.keys, text), gr.Tabs(selected="tab_txt2img")],
+                              png.parameters, [*t2i.outputs, tabs], api_visibility="private")
 
 
 def _extension_tabs(services: Services, reserved: set[str]) -> None:

@@ -7,10 +7,13 @@ it polls the job for progress and the live preview. It never touches the engine'
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from modules.engine.hires import hires_upscalers
+from modules.engine.infotext import infotext_to_request_fields, parse_infotext
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_LABELS
 from modules.errors import UserError
@@ -37,7 +40,7 @@ def checkpoint_status(services: Services, titles: list[str]) -> str:
             f"in `{html.escape(str(folder))}`, then press 🔄.")
 
 
-def build(services: Services) -> None:
+def build(services: Services) -> Txt2ImgTab:
     titles = checkpoint_titles(services)
     with gr.Row():
         checkpoint = gr.Dropdown(choices=titles, value=titles[0] if titles else None, label="Stable Diffusion checkpoint",
@@ -46,14 +49,18 @@ def build(services: Services) -> None:
     status = gr.Markdown(checkpoint_status(services, titles), elem_id="txt2img_checkpoint_status")
     with gr.Row():
         with gr.Column(scale=6):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt")
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt",
+                                placeholder="Prompt (paste an infotext here and press ↙️ to fill every field)")
+            token_count = gr.Markdown("0/75", elem_id="txt2img_token_counter")
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt",
                                   placeholder="Negative prompt")
+            negative_count = gr.Markdown("0/75", elem_id="txt2img_negative_token_counter")
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", min_width=60)
                 skip = gr.Button("Skip", elem_id="txt2img_skip", min_width=60)
+            paste = gr.Button("↙️ Read parameters from prompt", elem_id="txt2img_paste", size="sm")
             styles = gr.Dropdown(choices=[s.name for s in services.engine.styles.all()], multiselect=True,
                                  label="Styles", elem_id="txt2img_styles")
     with gr.Row():
@@ -70,7 +77,27 @@ def build(services: Services) -> None:
             with gr.Row():
                 n_iter = gr.Slider(1, 100, value=1, step=1, label="Batch count", elem_id="txt2img_batch_count")
                 batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
-            cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
+            with gr.Row():
+                cfg = gr.Slider(1, 30, value=7, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale")
+                clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id="txt2img_clip_skip")
+            with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr"):
+                enable_hr = gr.Checkbox(False, label="Enable", elem_id="txt2img_enable_hr")
+                with gr.Row():
+                    hr_upscaler = gr.Dropdown(choices=hires_upscalers(), value="Latent", label="Upscaler",
+                                              elem_id="txt2img_hr_upscaler")
+                    hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps", elem_id="txt2img_hires_steps")
+                    denoising = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",
+                                          elem_id="txt2img_denoising_strength")
+                with gr.Row():
+                    hr_scale = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
+                    hr_resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
+                                            elem_id="txt2img_hr_resize_x")
+                    hr_resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
+                                            elem_id="txt2img_hr_resize_y")
+                with gr.Row():
+                    hr_prompt = gr.Textbox(label="Hires prompt (empty: same)", lines=1, elem_id="txt2img_hr_prompt")
+                    hr_negative = gr.Textbox(label="Hires negative prompt (empty: same)", lines=1,
+                                             elem_id="txt2img_hr_negative_prompt")
             with gr.Row():
                 seed = gr.Number(value=-1, precision=0, label="Seed", elem_id="txt2img_seed", scale=4)
                 random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", scale=0, min_width=48)
@@ -93,7 +120,10 @@ def build(services: Services) -> None:
     fields = {"prompt": prompt, "negative_prompt": negative, "styles": styles, "sampler_name": sampler,
               "scheduler": scheduler, "steps": steps, "width": width, "height": height, "n_iter": n_iter,
               "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, "subseed": subseed,
-              "subseed_strength": subseed_strength, "checkpoint": checkpoint}
+              "subseed_strength": subseed_strength, "checkpoint": checkpoint, "clip_skip": clip_skip,
+              "enable_hr": enable_hr, "hr_upscaler": hr_upscaler, "hr_second_pass_steps": hr_steps,
+              "denoising_strength": denoising, "hr_scale": hr_scale, "hr_resize_x": hr_resize_x,
+              "hr_resize_y": hr_resize_y, "hr_prompt": hr_prompt, "hr_negative_prompt": hr_negative}
     keys = list(fields)
 
     def run(*values: Any):  # type: ignore[no-untyped-def]
@@ -112,25 +142,58 @@ def build(services: Services) -> None:
 
     refresh.click(on_refresh, None, [checkpoint, status], api_visibility="private")
 
+    def count(text: str, n_steps: float, is_negative: bool) -> str:
+        return services.engine.tokens.label(text or "", int(n_steps or 20), is_negative)
 
-def request_from_fields(values: dict[str, Any]) -> Txt2ImgRequest:
-    """The request for the form's values; sliders give floats, so whole-number fields are rounded."""
-    data = dict(values)
-    for key in ("steps", "width", "height", "n_iter", "batch_size", "seed", "subseed"):
-        if data.get(key) is not None:
-            data[key] = int(round(float(data[key])))
+    prompt.change(lambda t, n: count(t, n, False), [prompt, steps], token_count, api_visibility="private",
+                  trigger_mode="always_last", show_progress="hidden")
+    negative.change(lambda t, n: count(t, n, True), [negative, steps], negative_count, api_visibility="private",
+                    trigger_mode="always_last", show_progress="hidden")
+    outputs = [fields[k] for k in keys]
+    paste.click(lambda text: paste_updates(keys, text), prompt, outputs, api_visibility="private")
+    return Txt2ImgTab(keys=keys, outputs=outputs)
+
+
+@dataclass(frozen=True)
+class Txt2ImgTab:
+    """What other tabs need to send parameters here (PNG Info's "Send to txt2img")."""
+
+    keys: list[str]
+    outputs: list[Any]
+
+
+def paste_updates(keys: list[str], text: str) -> list[Any]:
+    """Component updates that fill the form from an infotext; fields the infotext lacks stay as they are."""
+    if not text or not text.strip():
+        return [gr.update() for _ in keys]
+    values = infotext_to_request_fields(parse_infotext(text), "txt2img")
+    clip_skip = values.get("override_settings", {}).get("CLIP_stop_at_last_layers")
+    if clip_skip is not None:
+        values["clip_skip"] = clip_skip
+    if "sampler_name" in values and values["sampler_name"] not in SAMPLER_NAMES:
+        values.pop("sampler_name")
+    return [gr.update(value=values[k]) if k in values and k != "checkpoint" else gr.update() for k in keys]
+
+
+def request_from_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The request for the form's values. Empty fields take the request's defaults; sliders give floats, so
+    whole-number fields are rounded. The job queue validates it, with the same messages API clients get."""
+    data = {k: v for k, v in values.items() if v is not None}
+    whole = [name for name, f in Txt2ImgRequest.model_fields.items() if f.annotation in (int, "int")]
+    for key in whole:
+        if isinstance(data.get(key), float):
+            data[key] = int(round(data[key]))
     data["styles"] = list(data.get("styles") or [])
     data["checkpoint"] = data.get("checkpoint") or None
-    return Txt2ImgRequest.model_validate(data)
+    return data
 
 
 def _generate(services: Services, values: dict[str, Any]):  # type: ignore[no-untyped-def]
     hidden = gr.update(visible=False)
     try:
         job = services.jobs.submit("txt2img", request_from_fields(values))
-    except (UserError, ValueError) as e:
-        message = e.message if isinstance(e, UserError) else str(e)
-        yield f"⚠️ {html.escape(message)}", hidden, gr.update(), "", None, gr.update()
+    except UserError as e:
+        yield f"⚠️ {html.escape(e.message)}", hidden, gr.update(), "", None, gr.update()
         return
     while not job.wait(POLL_S):
         p = job.progress

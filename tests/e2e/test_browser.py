@@ -87,6 +87,8 @@ def test_txt2img_generates_in_the_browser(tmp_path_factory: pytest.TempPathFacto
     try:
         with browser_page() as page:
             open_app(page, running.url)
+            page.locator("#txt2img_prompt textarea").fill("a photo of an astronaut riding a horse, 8k")
+            page.locator("#txt2img_token_counter").get_by_text("11/75").wait_for()  # CLIP's real count
             page.locator("#txt2img_prompt textarea").fill("a lighthouse at dusk")
             for elem, value in (("#txt2img_width", "64"), ("#txt2img_height", "64"), ("#txt2img_steps", "3")):
                 box = page.locator(f"{elem} input[type=number]")
@@ -99,7 +101,30 @@ def test_txt2img_generates_in_the_browser(tmp_path_factory: pytest.TempPathFacto
             assert "a lighthouse at dusk" in info.input_value() and "Size: 64x64" in info.input_value()
             page.locator("#txt2img_gallery img").first.wait_for()
             page.screenshot(path=str(tmp_path / "txt2img.png"), full_page=True)
-        saved = list((data / "outputs" / "txt2img-images").rglob("*-4242.png"))
-        assert len(saved) == 1
+            page.screenshot(path="/tmp/txt2img_browser.png", full_page=True)
+            saved = list((data / "outputs" / "txt2img-images").rglob("*-4242.png"))
+            assert len(saved) == 1
+
+            # PNG Info reads the saved image back, and "Send to txt2img" fills the form from it.
+            page.locator("#txt2img_prompt textarea").fill("something else")
+            page.locator("#txt2img_seed input").fill("1")
+            open_tab(page, "PNG Info")
+            page.locator("#pnginfo_image input[type=file]").set_input_files(str(saved[0]))
+            box = page.locator("#pnginfo_parameters textarea")
+            page.wait_for_function("el => el.value.includes('Seed: 4242')", arg=box.element_handle())
+            page.locator("#pnginfo_send_txt2img").click()
+            prompt = page.locator("#txt2img_prompt textarea")
+            page.wait_for_function("el => el.value === 'a lighthouse at dusk'", arg=prompt.element_handle())
+            assert page.locator("#txt2img_seed input").input_value() == "4242"
+
+            # Pasting an infotext into the prompt box and pressing the paste button does the same.
+            prompt.fill("a red kite\nNegative prompt: rain\nSteps: 7, Sampler: Euler a, CFG scale: 4.5, Seed: 77, "
+                        "Size: 128x96")
+            page.locator("#txt2img_paste").click()
+            page.wait_for_function("el => el.value === 'a red kite'", arg=prompt.element_handle())
+            assert page.locator("#txt2img_neg_prompt textarea").input_value() == "rain"
+            assert page.locator("#txt2img_seed input").input_value() == "77"
+            assert page.locator("#txt2img_width input[type=number]").input_value() == "128"
+            assert page.locator("#txt2img_steps input[type=number]").input_value() == "7"
     finally:
         running.stop()
