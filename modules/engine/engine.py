@@ -33,7 +33,8 @@ class Engine:
         self.settings_get = settings_get
         self.memory = MemoryManager(MemoryConfig.from_args(args))
         self.checkpoints = CheckpointCache(models, self.memory, cache,
-                                           default=lambda: args.ckpt or settings_get("sd_model_checkpoint"))
+                                           default=lambda: args.ckpt or settings_get("sd_model_checkpoint"),
+                                           default_vae=lambda: settings_get("sd_vae"))
         self.saver = ImageSaver(outputs, settings_get, hooks)
         self.styles = StyleStore(styles_file)
         self.tokens = TokenCounter(cache, self._loaded_tokenizer)

@@ -49,7 +49,7 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
 
     # 2. The checkpoint.
     ctx.progress(0, total, text="loading model")
-    model = engine.checkpoints.get(request.checkpoint)
+    model = engine.checkpoints.get(request.checkpoint, request.vae)
 
     # 3. Prompts (styles applied) to conditioning, one entry per prompt-editing step range.
     prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
@@ -238,6 +238,8 @@ def _params(request: Txt2ImgRequest, plan: Plan, model: LoadedCheckpoint, s: Ima
         "Size": f"{request.width}x{request.height}",
         "Model hash": model.shorthash,
         "Model": model.name,
+        "VAE hash": model.vae_hash,
+        "VAE": model.vae_name,
         "Variation seed": s.subseed if s.subseed_strength > 0 else None,
         "Variation seed strength": s.subseed_strength if s.subseed_strength > 0 else None,
         "Denoising strength": request.denoising_strength if plan.hr_size else None,
@@ -283,6 +285,7 @@ def _info(request: Txt2ImgRequest, plan: Plan, model: LoadedCheckpoint, prompt: 
         "cfg_scale": request.cfg_scale, "steps": request.steps, "batch_size": request.batch_size,
         "restore_faces": request.restore_faces,
         "sd_model_name": model.name, "sd_model_hash": model.shorthash,
+        "sd_vae_name": model.vae_name, "sd_vae_hash": model.vae_hash,
         "denoising_strength": request.denoising_strength if plan.hr_size else None,
         "clip_skip": request.clip_skip, "styles": request.styles,
         "infotexts": result.infotexts, "index_of_first_image": 0,

@@ -230,6 +230,16 @@ class ModelRegistry:
             log.warning("cannot hash %s: %s", model.filename, e)
             return None
 
+    def file_shorthash(self, path: Path) -> str | None:
+        """A1111's 10-hex hash of any file (e.g. a VAE beside a checkpoint), through the same cache."""
+        if not self._hashing_enabled:
+            return None
+        try:
+            return shorthash(self._hashes.sha256(path))
+        except OSError as e:
+            log.warning("cannot hash %s: %s", path, e)
+            return None
+
     def shorthash(self, model: ModelFile, *, compute: bool = True) -> str | None:
         """A1111's 10-hex model hash, or None (hashing disabled, unreadable, or not cached and not
         `compute`)."""

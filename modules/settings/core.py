@@ -23,6 +23,8 @@ def core_sections() -> list[Section]:
         Section("sd", "Stable Diffusion", (
             Option("sd_model_checkpoint", "", "Checkpoint to use when a request names none (empty: the first one)",
                    "str"),
+            Option("sd_vae", "Automatic", "VAE: Automatic, None, or a file in models/VAE", "str",
+                   help="Automatic uses <checkpoint>.vae.safetensors beside the checkpoint when there is one."),
             Option("show_progress_every_n_steps", 5, "Live preview every N sampling steps", "int", minimum=1,
                    maximum=100),
             Option("max_image_pixels", 4096 * 4096, "Largest image (width x height) a request may ask for",

@@ -32,6 +32,10 @@ def checkpoint_titles(services: Services, refresh: bool = False) -> list[str]:
     return [models.title(f, compute=False) for f in files]
 
 
+def vae_choices(services: Services) -> list[str]:
+    return ["Automatic", "None", *(f.name for f in services.models.list("VAE"))]
+
+
 def checkpoint_status(services: Services, titles: list[str]) -> str:
     folder = services.paths.model_folder("Stable-diffusion")
     if titles:
@@ -45,6 +49,8 @@ def build(services: Services) -> Txt2ImgTab:
     with gr.Row():
         checkpoint = gr.Dropdown(choices=titles, value=titles[0] if titles else None, label="Stable Diffusion checkpoint",
                                  elem_id="txt2img_checkpoint", scale=4)
+        vae = gr.Dropdown(choices=vae_choices(services), value=services.settings.get("sd_vae"), label="SD VAE",
+                          elem_id="txt2img_vae", scale=2)
         refresh = gr.Button("🔄", elem_id="txt2img_checkpoint_refresh", scale=0, min_width=48)
     status = gr.Markdown(checkpoint_status(services, titles), elem_id="txt2img_checkpoint_status")
     with gr.Row():
@@ -120,7 +126,7 @@ def build(services: Services) -> Txt2ImgTab:
     fields = {"prompt": prompt, "negative_prompt": negative, "styles": styles, "sampler_name": sampler,
               "scheduler": scheduler, "steps": steps, "width": width, "height": height, "n_iter": n_iter,
               "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, "subseed": subseed,
-              "subseed_strength": subseed_strength, "checkpoint": checkpoint, "clip_skip": clip_skip,
+              "subseed_strength": subseed_strength, "checkpoint": checkpoint, "vae": vae, "clip_skip": clip_skip,
               "enable_hr": enable_hr, "hr_upscaler": hr_upscaler, "hr_second_pass_steps": hr_steps,
               "denoising_strength": denoising, "hr_scale": hr_scale, "hr_resize_x": hr_resize_x,
               "hr_resize_y": hr_resize_y, "hr_prompt": hr_prompt, "hr_negative_prompt": hr_negative}
@@ -136,11 +142,13 @@ def build(services: Services) -> Txt2ImgTab:
     random_seed.click(lambda: -1, None, seed, api_visibility="private")
     reuse_seed.click(lambda s: s, last_seed, seed, api_visibility="private")
 
-    def on_refresh() -> tuple[Any, str]:
+    def on_refresh() -> tuple[Any, Any, str]:
         new = checkpoint_titles(services, refresh=True)
-        return gr.update(choices=new, value=new[0] if new else None), checkpoint_status(services, new)
+        services.models.refresh("VAE")
+        return (gr.update(choices=new, value=new[0] if new else None), gr.update(choices=vae_choices(services)),
+                checkpoint_status(services, new))
 
-    refresh.click(on_refresh, None, [checkpoint, status], api_visibility="private")
+    refresh.click(on_refresh, None, [checkpoint, vae, status], api_visibility="private")
 
     def count(text: str, n_steps: float, is_negative: bool) -> str:
         return services.engine.tokens.label(text or "", int(n_steps or 20), is_negative)
@@ -172,7 +180,8 @@ def paste_updates(keys: list[str], text: str) -> list[Any]:
         values["clip_skip"] = clip_skip
     if "sampler_name" in values and values["sampler_name"] not in SAMPLER_NAMES:
         values.pop("sampler_name")
-    return [gr.update(value=values[k]) if k in values and k != "checkpoint" else gr.update() for k in keys]
+    return [gr.update(value=values[k]) if k in values and k not in ("checkpoint", "vae") else gr.update()
+            for k in keys]
 
 
 def request_from_fields(values: dict[str, Any]) -> dict[str, Any]:

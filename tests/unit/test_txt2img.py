@@ -251,3 +251,56 @@ def test_other_families_generate(tmp_path: Path, family: str) -> None:
         assert f"Model: tiny-{family}" in image.infotext
     finally:
         services.jobs.stop()
+
+
+def _save_tiny_vae(folder: Path, name: str, seed: int) -> Path:
+    """An LDM-layout VAE file with its own `<name>/config.json` beside it (the tiny VAE is not standard-sized)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from modules.engine.models.ldm_convert import vae_to_ldm
+    from tests.fixtures.tiny_models import get_dummy_components
+
+    torch.manual_seed(seed)
+    vae = get_dummy_components("sd1", seed=seed)["vae"]
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 0.2)  # clearly different weights from the checkpoint's own VAE
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()}, str(path))
+    (folder / name).mkdir(exist_ok=True)
+    (folder / name / "config.json").write_text(json.dumps(dict(vae.config)))
+    return path
+
+
+def test_vae_choice(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    save_tiny_checkpoint(models / "Stable-diffusion", "sd1", name="alpha")
+    _save_tiny_vae(models / "VAE", "shared-vae", seed=5)
+    services = build_services(["--data-dir", str(tmp_path)], {})
+    services.jobs.start()
+    try:
+        def image(vae: str | None):
+            job = services.jobs.submit("txt2img", {**BASE, "seed": 9, **({"vae": vae} if vae else {})})
+            assert job.wait(120) and job.state is JobState.DONE, job.error
+            return job.result.images[0]
+
+        own = image("None")
+        shared = image("shared-vae")
+        assert (pixels(own.image) != pixels(shared.image)).any()
+        assert "VAE: shared-vae.safetensors" in shared.infotext and "VAE hash: " in shared.infotext
+        assert "VAE:" not in own.infotext
+        assert (pixels(image("Automatic").image) == pixels(own.image)).all()  # nothing beside the checkpoint yet
+
+        _save_tiny_vae(models / "Stable-diffusion", "alpha.vae", seed=6)  # A1111's <ckpt>.vae.safetensors
+        beside = image(None)  # the sd_vae setting defaults to Automatic
+        assert "VAE: alpha.vae.safetensors" in beside.infotext
+        assert "alpha.vae" not in [f.name for f in services.models.refresh("Stable-diffusion")]
+
+        job = services.jobs.submit("txt2img", {**BASE, "vae": "missing-vae"})
+        job.wait(60)
+        assert job.state is JobState.FAILED and "unknown VAE 'missing-vae'; use Automatic, None or one of: " \
+            "shared-vae" in job.error
+    finally:
+        services.jobs.stop()
