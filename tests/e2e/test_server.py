@@ -95,3 +95,33 @@ def test_listen_refuses_extension_changes_over_http(tmp_path: Path) -> None:
 
 def test_free_port_helper_gives_distinct_ports() -> None:
     assert free_port() != 0
+
+
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs the openssl command to make a test cert")
+def test_tls_serves_https(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    data = tmp_path / "data"
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "--skip-install", "--data-dir", str(data),
+                                "--port", str(port), "--tls-keyfile", str(key), "--tls-certfile", str(cert)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/studio/v1/health", verify=str(cert), timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("no HTTPS answer")
+        assert r.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/studio/v1/health", timeout=2)
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=10)
+    assert f"Running on local URL:  https://127.0.0.1:{port}" in out

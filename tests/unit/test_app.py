@@ -115,3 +115,23 @@ def test_route_errors_are_json_with_4xx(data: Path) -> None:
     assert r.status_code == 422 and r.json()["error"] == "ValidationError"
     r = c.post("/studio/v1/extensions/install", json={"url": "--upload-pack=touch /tmp/pwned"})
     assert r.status_code == 400
+
+
+def test_gradio_auth_path_file(data: Path) -> None:
+    logins = data / "logins.txt"
+    logins.write_text("carol:one:two\ndave:pw2, erin:pw3\n")
+    c = client(data, "--gradio-auth-path", str(logins), "--api")
+    assert c.get("/config").status_code == 401
+    assert c.post("/login", data={"username": "erin", "password": "pw3"}).status_code == 200
+    assert c.get("/studio/v1/health", auth=("carol", "one:two")).status_code == 200
+    assert c.get("/studio/v1/health", auth=("carol", "one")).status_code == 401
+
+
+def test_bad_auth_values_are_refused_without_echoing_secrets(data: Path) -> None:
+    from modules.cli import CliError
+
+    with pytest.raises(CliError) as e:
+        build_services(["--data-dir", str(data), "--api-auth", "justaname-secretvalue"], {})
+    assert "user:password" in str(e.value) and "secretvalue" not in str(e.value)
+    with pytest.raises(CliError, match="cannot read"):
+        build_services(["--data-dir", str(data), "--gradio-auth-path", str(data / "missing.txt")], {})
