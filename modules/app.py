@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from modules import server
+from modules.api import downloads as downloads_api
 from modules.api import errors as api_errors
 from modules.api import jobs as jobs_api
 from modules.api import studio as studio_api
@@ -34,6 +35,7 @@ def create_app(services: Services) -> FastAPI:
     # Routes go in before the UI is mounted at "/": a route added after that mount is shadowed by it.
     app.include_router(studio_api.router(services))
     app.include_router(jobs_api.router(services.jobs))
+    app.include_router(downloads_api.router(services.downloads, services.download_jobs))
     _add_extension_routes(app, services)
     if services.args.nowebui:
         _add_api_only_root(app)
@@ -43,6 +45,7 @@ def create_app(services: Services) -> FastAPI:
         app = mount_ui(app, services)
     _add_middleware(app, services)
     services.jobs.start()
+    services.download_jobs.start()
     return app
 
 

@@ -21,6 +21,7 @@ from modules.extensions.install import ExtensionInstaller
 from modules.extensions.loader import ExtensionRecord, discover, load_all
 from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
+from modules.downloads import Catalogue, DownloadManager
 from modules.engine.engine import Engine
 from modules.engine.requests import Txt2ImgRequest
 from modules.jobs import JobQueue, JobType
@@ -43,6 +44,8 @@ class Services:
     extension_manager: ExtensionManager
     jobs: JobQueue
     engine: Engine
+    downloads: DownloadManager
+    download_jobs: JobQueue  # its own worker: a 4 GB download must not hold up generation
     access: AccessPolicy
     ui_logins: auth.Credentials
     api_logins: auth.Credentials
@@ -83,13 +86,17 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     engine = Engine(args, models, paths.outputs, paths.cache, paths.styles_file, settings.get, hooks)
     jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img))
     extensions.apply_job_types(jobs)
+    downloads = DownloadManager(paths.model_folder, paths.tmp, Catalogue.with_defaults())
+    download_jobs = JobQueue(HookRegistry(), retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
+    downloads.register_job_type(download_jobs)
 
     access = AccessPolicy.from_args(args)
     ui_logins, api_logins = auth.from_args(args)
     installer = ExtensionInstaller(paths.extensions, paths.tmp)
     services = Services(
         args=args, paths=paths, settings=settings, models=models, hooks=hooks, extensions=extensions,
-        extension_manager=ExtensionManager(extensions, settings, access, installer), jobs=jobs, engine=engine, access=access,
+        extension_manager=ExtensionManager(extensions, settings, access, installer), jobs=jobs, engine=engine, downloads=downloads,
+        download_jobs=download_jobs, access=access,
         ui_logins=ui_logins, api_logins=api_logins,
     )
     services.notices.extend(_start_notices(services))

@@ -36,6 +36,20 @@ def vae_choices(services: Services) -> list[str]:
     return ["Automatic", "None", *(f.name for f in services.models.list("VAE"))]
 
 
+DEFAULT_MODEL = "sd15-emaonly"
+
+
+def download_default_model(services: Services):  # type: ignore[no-untyped-def]
+    """(message, finished) pairs while the default checkpoint downloads on the download queue."""
+    job = services.download_jobs.submit("download", {"id": DEFAULT_MODEL})
+    while not job.wait(POLL_S * 2):
+        yield html.escape(job.progress.text or "Starting the download…"), False
+    if job.state is JobState.DONE:
+        yield "Downloaded. The checkpoint is ready.", True
+    else:
+        yield f"⚠️ {html.escape(job.error or 'cancelled')}", True
+
+
 def checkpoint_status(services: Services, titles: list[str]) -> str:
     folder = services.paths.model_folder("Stable-diffusion")
     if titles:
@@ -53,6 +67,9 @@ def build(services: Services) -> Txt2ImgTab:
                           elem_id="txt2img_vae", scale=2)
         refresh = gr.Button("🔄", elem_id="txt2img_checkpoint_refresh", scale=0, min_width=48)
     status = gr.Markdown(checkpoint_status(services, titles), elem_id="txt2img_checkpoint_status")
+    default_entry = services.downloads.catalogue.get(DEFAULT_MODEL)
+    download = gr.Button(f"Download default model ({default_entry.filename}, {default_entry.size / 1e9:.1f} GB)",
+                         visible=not titles, elem_id="txt2img_download_default")
     with gr.Row():
         with gr.Column(scale=6):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt",
@@ -149,6 +166,16 @@ def build(services: Services) -> Txt2ImgTab:
                 checkpoint_status(services, new))
 
     refresh.click(on_refresh, None, [checkpoint, vae, status], api_visibility="private")
+
+    def on_download():  # type: ignore[no-untyped-def]
+        for text, done in download_default_model(services):
+            if not done:
+                yield gr.update(), text, gr.update()
+                continue
+            new = checkpoint_titles(services, refresh=True)
+            yield gr.update(choices=new, value=new[0] if new else None), text, gr.update(visible=not new)
+
+    download.click(on_download, None, [checkpoint, status, download], api_visibility="private")
 
     def count(text: str, n_steps: float, is_negative: bool) -> str:
         return services.engine.tokens.label(text or "", int(n_steps or 20), is_negative)

@@ -135,3 +135,21 @@ def test_bad_auth_values_are_refused_without_echoing_secrets(data: Path) -> None
     assert "user:password" in str(e.value) and "secretvalue" not in str(e.value)
     with pytest.raises(CliError, match="cannot read"):
         build_services(["--data-dir", str(data), "--gradio-auth-path", str(data / "missing.txt")], {})
+
+
+def test_default_model_download_offline_fails_clearly(data: Path) -> None:
+    import time
+
+    c = client(data)
+    files = {f["id"]: f for f in c.get("/studio/v1/downloads").json()["files"]}
+    assert files["sd15-emaonly"]["state"] == "missing"
+    job = c.post("/studio/v1/downloads/sd15-emaonly").json()
+    deadline = time.monotonic() + 30
+    while (body := c.get(f"/studio/v1/downloads/jobs/{job['id']}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert body["state"] == "failed"
+    assert "Download it by hand from https://huggingface.co/" in body["error"]
+    assert str(data / "models" / "Stable-diffusion") in body["error"]
+    assert not list((data / "models" / "Stable-diffusion").iterdir())
+    assert c.post("/studio/v1/downloads/nope").status_code == 404
