@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modules.engine.embeddings import EmbeddingDatabase, inject_embeddings, names_used
 from modules.engine.prompts import ChunkTokenizer, PromptChunk, prompt_schedule, split_and, tokenize_prompt
 from modules.errors import UserError
 
@@ -43,9 +44,13 @@ class ScheduledConditioning:
 class PromptEncoder:
     """Encodes prompts with a pipeline's tokenizer(s) and text encoder(s)."""
 
-    def __init__(self, pipe: Any, clip_skip: int = 1) -> None:
+    def __init__(self, pipe: Any, clip_skip: int = 1, embeddings: EmbeddingDatabase | None = None) -> None:
         self.pipe = pipe
         self.clip_skip = clip_skip
+        self.embeddings = embeddings
+        self.used_embeddings: set[str] = set()  # for the infotext's "TI hashes"
+        if embeddings is not None:
+            embeddings.load_for(pipe)
         self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
         self._encoders = [(pipe.tokenizer, pipe.text_encoder)] if pipe.text_encoder is not None else []
         if self.is_sdxl:
@@ -72,9 +77,13 @@ class PromptEncoder:
 
         parts, pooled = [], None
         for index, (tokenizer, encoder) in enumerate(self._encoders):
-            chunks, _ = tokenize_prompt(prompt, _chunk_tokenizer(tokenizer))
-            hidden = [self._encode_chunk(encoder, chunk, sdxl_index=index if self.is_sdxl else None)
-                      for chunk in chunks]
+            dim = encoder.config.hidden_size
+            lookup = self.embeddings.lookup_for(tokenizer, dim) if self.embeddings else None
+            chunks, _ = tokenize_prompt(prompt, _chunk_tokenizer(tokenizer), embedding_lookup=lookup)
+            self.used_embeddings.update(names_used(chunks))
+            vectors = self.embeddings.vectors_for(dim) if self.embeddings else {}
+            hidden = [self._encode_chunk(encoder, chunk, sdxl_index=index if self.is_sdxl else None,
+                                         vectors=vectors) for chunk in chunks]
             parts.append(torch.cat([h for h, _ in hidden], dim=1))
             if self.is_sdxl and index == 1:
                 pooled = hidden[0][1]  # A1111 takes the pooled output of the first chunk
@@ -85,12 +94,14 @@ class PromptEncoder:
             self._empty = self.encode("")
         return self._empty
 
-    def _encode_chunk(self, encoder: Any, chunk: PromptChunk, sdxl_index: int | None) -> tuple[Any, Any]:
+    def _encode_chunk(self, encoder: Any, chunk: PromptChunk, sdxl_index: int | None,
+                      vectors: dict[str, Any]) -> tuple[Any, Any]:
         import torch
 
         device = encoder.device
         tokens = torch.tensor([chunk.tokens], device=device)
-        out = encoder(tokens, output_hidden_states=True)
+        with inject_embeddings(encoder, [chunk.fixes], vectors):  # textual inversion vectors at their positions
+            out = encoder(tokens, output_hidden_states=True)
         if sdxl_index is not None:
             # SDXL conditions on the penultimate layer of both encoders, without the final norm.
             z = out.hidden_states[-(self.clip_skip + 1)]
@@ -103,7 +114,10 @@ class PromptEncoder:
         multipliers = torch.tensor(chunk.multipliers, device=device, dtype=z.dtype).reshape(1, -1, 1)
         original_mean = z.mean()
         z = z * multipliers
-        z = z * (original_mean / z.mean())
+        new_mean = z.mean()
+        # A1111's mean restore; skipped when the weighted mean is ~0, where the ratio would blow up to inf/NaN.
+        if new_mean.abs() > 1e-6 * max(1.0, float(original_mean.abs())):
+            z = z * (original_mean / new_mean)
         return z, pooled
 
 

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modules.engine.embeddings import EmbeddingDatabase
 from modules.engine.images import ImageSaver
+from modules.engine.lora import LoraCache
 from modules.engine.memory import MemoryConfig, MemoryManager
 from modules.engine.model_cache import CheckpointCache
 from modules.engine.requests import Txt2ImgRequest
@@ -31,6 +33,9 @@ class Engine:
     def __init__(self, args: argparse.Namespace, models: ModelRegistry, outputs: Path, cache: Path,
                  styles_file: Path, settings_get: Callable[[str], Any], hooks: HookRegistry) -> None:
         self.settings_get = settings_get
+        self.models = models
+        self.lora_cache = LoraCache()
+        self.embeddings = EmbeddingDatabase(models)
         self.memory = MemoryManager(MemoryConfig.from_args(args))
         self.checkpoints = CheckpointCache(models, self.memory, cache,
                                            default=lambda: args.ckpt or settings_get("sd_model_checkpoint"),

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 from modules.engine import hires
 from modules.engine.conditioning import PromptEncoder, ScheduledConditioning, padded
 from modules.engine.images import NamingContext
+from modules.engine.lora import apply_loras, lora_hashes_infotext
 from modules.engine.infotext import build_infotext
 from modules.engine.preview import latent_preview
+from modules.engine.prompts import extract_extra_networks, remove_extra_networks
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.results import GeneratedImage, GenerationResult
 from modules.engine.samplers import make_scheduler, resolve_sampler
@@ -51,42 +53,47 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
     ctx.progress(0, total, text="loading model")
     model = engine.checkpoints.get(request.checkpoint, request.vae)
 
-    # 3. Prompts (styles applied) to conditioning, one entry per prompt-editing step range.
+    # 3. Styles, then extra networks: <lora:…> tags are applied for this job and removed afterwards.
     prompt, negative = engine.styles.apply(request.prompt, request.negative_prompt, request.styles)
-    with torch.inference_mode():
-        encoder = PromptEncoder(model.pipe, clip_skip=request.clip_skip)
-        conds = padded([encoder.schedule(prompt, plan.steps), encoder.schedule(negative, plan.steps)],
-                       encoder.empty())
-        hr_conds = conds
-        if plan.hr_size and (request.hr_prompt or request.hr_negative_prompt):
-            hr_conds = padded([encoder.schedule(request.hr_prompt or prompt, plan.hr_steps),
-                               encoder.schedule(request.hr_negative_prompt or negative, plan.hr_steps)],
-                              encoder.empty())
+    text, networks = extract_extra_networks(prompt)
+    negative_text = remove_extra_networks(negative)
+    with apply_loras(model.pipe, networks, engine.models, cache=engine.lora_cache, family=model.family) as loras:
 
-    # 4. Seeds: one per image, A1111 numbering.
-    seeds = seeds_for_job(request.seed, request.subseed, request.subseed_strength, request.total_images)
+        # 4. Prompts to conditioning, one entry per prompt-editing step range (textual inversion included).
+        with torch.inference_mode():
+            encoder = PromptEncoder(model.pipe, clip_skip=request.clip_skip, embeddings=engine.embeddings)
+            conds = padded([encoder.schedule(text, plan.steps), encoder.schedule(negative_text, plan.steps)],
+                           encoder.empty())
+            hr_conds = conds
+            if plan.hr_size and (request.hr_prompt or request.hr_negative_prompt):
+                hr_conds = padded([encoder.schedule(remove_extra_networks(request.hr_prompt) or text, plan.hr_steps),
+                                   encoder.schedule(remove_extra_networks(request.hr_negative_prompt) or negative_text,
+                                                    plan.hr_steps)], encoder.empty())
+        extra = {"Lora hashes": lora_hashes_infotext(loras),
+                 "TI hashes": engine.embeddings.ti_hashes_infotext(encoder.used_embeddings)}
 
-    # 5. Sample batch by batch: first pass, then hires fix, then decode.
-    result = GenerationResult()
-    for iteration in range(request.n_iter):
-        if ctx.interrupted:
-            break
-        batch_seeds = seeds[iteration * request.batch_size:(iteration + 1) * request.batch_size]
-        offset = iteration * plan.steps_per_batch
-        images = _sample_batch(engine, model, request, plan, (conds, hr_conds), batch_seeds,
-                               _Progress(ctx, offset, total, model.family.startswith("sdxl"),
-                                         engine.preview_every()))
-        if images is None:  # skipped
-            continue
+        # 5. Seeds: one per image, A1111 numbering.
+        seeds = seeds_for_job(request.seed, request.subseed, request.subseed_strength, request.total_images)
 
-        # 6. Infotext, then save (hooks fire inside the saver).
-        for index, (image, s) in enumerate(zip(images, batch_seeds, strict=True)):
-            infotext = build_infotext(prompt, negative, _params(request, plan, model, s))
-            generated = GeneratedImage(image, s.seed, s.subseed, infotext)
-            if not request.do_not_save_samples:
-                generated.path = engine.saver.save(image, "txt2img", _naming(request, model, s, iteration, index),
-                                                   infotext)
-            result.images.append(generated)
+        # 6. Sample batch by batch (first pass, hires fix, decode), then infotext and save; hooks fire in the saver.
+        result = GenerationResult()
+        for iteration in range(request.n_iter):
+            if ctx.interrupted:
+                break
+            batch_seeds = seeds[iteration * request.batch_size:(iteration + 1) * request.batch_size]
+            offset = iteration * plan.steps_per_batch
+            images = _sample_batch(engine, model, request, plan, (conds, hr_conds), batch_seeds,
+                                   _Progress(ctx, offset, total, model.family.startswith("sdxl"),
+                                             engine.preview_every()))
+            if images is None:  # skipped
+                continue
+            for index, (image, s) in enumerate(zip(images, batch_seeds, strict=True)):
+                infotext = build_infotext(prompt, negative, {**_params(request, plan, model, s), **extra})
+                generated = GeneratedImage(image, s.seed, s.subseed, infotext)
+                if not request.do_not_save_samples:
+                    generated.path = engine.saver.save(image, "txt2img",
+                                                       _naming(request, model, s, iteration, index), infotext)
+                result.images.append(generated)
 
     # 7. A grid for multi-image jobs, and A1111's info block.
     _grid(engine, request, model, result)
