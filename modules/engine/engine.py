@@ -36,7 +36,7 @@ class Engine:
         self.models = models
         self.lora_cache = LoraCache()
         self.embeddings = EmbeddingDatabase(models)
-        self.memory = MemoryManager(MemoryConfig.from_args(args))
+        self.memory = MemoryManager(MemoryConfig.from_args(args, **self.memory_settings()))
         self.checkpoints = CheckpointCache(models, self.memory, cache,
                                            default=lambda: args.ckpt or settings_get("sd_model_checkpoint"),
                                            default_vae=lambda: settings_get("sd_vae"))
@@ -45,9 +45,18 @@ class Engine:
         self.tokens = TokenCounter(cache, self._loaded_tokenizer)
         self.last_step_seconds: float | None = None
 
+    def memory_settings(self) -> dict[str, Any]:
+        """The Optimizations settings, as MemoryConfig fields; read at every job so edits apply without a restart
+        (torch.compile applies at the next checkpoint load)."""
+        get = self.settings_get
+        return {"vae_tiling": get("vae_tiling"), "vae_slicing": get("vae_slicing"),
+                "attention_slicing": get("attention_slicing"), "channels_last": get("channels_last"),
+                "tf32": get("tf32"), "compile": get("torch_compile")}
+
     def txt2img(self, request: Txt2ImgRequest, ctx: JobContext) -> GenerationResult:
         from modules.engine.txt2img import run_txt2img
 
+        self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
         return run_txt2img(self, request, ctx)
 
     def _loaded_tokenizer(self) -> Any:

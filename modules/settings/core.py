@@ -30,6 +30,16 @@ def core_sections() -> list[Section]:
             Option("max_image_pixels", 4096 * 4096, "Largest image (width x height) a request may ask for",
                    "int", minimum=64 * 64, maximum=16384 * 16384),
         )),
+        Section("optimizations", "Optimizations", (
+            Option("vae_tiling", "auto", "VAE tiling", "choice", choices=("auto", "on", "off"),
+                   help="auto tiles large images only; 'on' helps when a job runs out of memory at the very end."),
+            Option("vae_slicing", True, "VAE slicing (decode a batch one image at a time)", "bool"),
+            Option("attention_slicing", False, "Attention slicing (less VRAM, slower)", "bool"),
+            Option("channels_last", False, "channels_last memory format for the UNet", "bool"),
+            Option("tf32", True, "Allow TF32 matmuls on NVIDIA GPUs", "bool"),
+            Option("torch_compile", False, "torch.compile the UNet (slow first image, faster after)", "bool",
+                   help="Applied when a checkpoint is loaded."),
+        )),
         Section("system", "System", (
             Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
                    "int", minimum=1, maximum=3600),

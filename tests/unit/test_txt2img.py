@@ -331,3 +331,15 @@ def test_lora_and_embedding_apply_per_job_and_leave_the_model_clean(studio) -> N
     plain_word = ok(studio, prompt="a cat fluffystyle", seed=21, checkpoint="alpha").images[0]
     assert (pixels(embedded.image) != pixels(plain_word.image)).any()
     assert "TI hashes: \"fuzzystyle: " in embedded.infotext
+
+
+def test_optimization_settings_reach_the_next_job(studio) -> None:
+    studio.settings.update({"vae_tiling": "on"}, save=False)
+    try:
+        ok(studio, prompt="tiles", checkpoint="alpha")
+        assert studio.engine.memory.config.vae_tiling == "on"
+        assert studio.engine.checkpoints.current.pipe.vae.use_tiling is True
+    finally:
+        studio.settings.update({"vae_tiling": "auto"}, save=False)
+    ok(studio, prompt="small", checkpoint="alpha")
+    assert studio.engine.checkpoints.current.pipe.vae.use_tiling is False  # auto: 64x64 is far below the threshold
