@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from modules.ui import extensions_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui.ui_config import apply_ui_config
 
 if TYPE_CHECKING:
     from modules.services import Services
@@ -33,8 +34,7 @@ LAST_TABS = (
 
 def build_ui(services: Services) -> gr.Blocks:
     with gr.Blocks(title="SD Studio", analytics_enabled=False) as demo:
-        if services.notices:
-            gr.Markdown("\n".join(f"- {html.escape(n)}" for n in services.notices), elem_id="notices")
+        notices = gr.Markdown(elem_id="notices", visible=False)
         with gr.Tabs(elem_id="tabs") as tabs:
             built = {}
             for title, elem_id, build in CORE_TABS:
@@ -45,6 +45,10 @@ def build_ui(services: Services) -> gr.Blocks:
                 with gr.Tab(title, id=elem_id, elem_id=elem_id):
                     build(services)
         _send_to(tabs, built["tab_pnginfo"], built["tab_txt2img"])
+    services.notices.extend(apply_ui_config(demo, services.paths.ui_config_file))
+    if services.notices:
+        notices.value = "\n".join(f"- {html.escape(n)}" for n in services.notices)
+        notices.visible = True
     return demo
 
 
