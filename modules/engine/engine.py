@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.engine.embeddings import EmbeddingDatabase
-from modules.engine.images import ImageSaver
+from modules.engine.outputs import ImageSaver
 from modules.engine.lora import LoraCache
 from modules.engine.memory import MemoryConfig, MemoryManager
 from modules.engine.model_cache import CheckpointCache

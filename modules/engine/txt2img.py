@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from modules.engine import hires
 from modules.engine.conditioning import PromptEncoder, ScheduledConditioning, padded
-from modules.engine.images import NamingContext
+from modules.engine.outputs import NamingContext
 from modules.engine.lora import apply_loras, lora_hashes_infotext
 from modules.engine.infotext import build_infotext
 from modules.engine.preview import latent_preview

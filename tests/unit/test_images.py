@@ -15,7 +15,7 @@ from PIL import Image
 
 from modules import atomic
 from modules.engine.image_metadata import read_image_info
-from modules.engine.images import (
+from modules.engine.outputs import (
     ImageSaver,
     NamingContext,
     grid_rows,
