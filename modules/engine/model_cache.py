@@ -37,8 +37,8 @@ class LoadedCheckpoint:
 
     @property
     def name(self) -> str:
-        """A1111's `Model:` infotext value: the file name without extension, folders included."""
-        return self.file.name
+        """A1111's `Model:` infotext value (its name_for_extra): the file name without folder or extension."""
+        return self.file.basename
 
 
 class CheckpointCache:

@@ -247,13 +247,14 @@ class ModelRegistry:
         return shorthash(sha) if sha is not None else None
 
     def title(self, model: ModelFile, *, compute: bool = True) -> str:
-        """`"name [shorthash]"`, or the bare name when no hash is available.
+        """A1111's title: the file name relative to its folder, extension included, then `[shorthash]`
+        (`"sdxl/juggernaut.safetensors [6ce0161689]"`), or without the hash when none is available.
 
         Computing a hash reads the whole file once; a UI listing many models it has not hashed yet can
         pass `compute=False` to use cached hashes only, as A1111's checkpoint dropdown does.
         """
         short = self.shorthash(model, compute=compute)
-        return f"{model.name} [{short}]" if short is not None else model.name
+        return f"{model.relative_filename} [{short}]" if short is not None else model.relative_filename
 
     def _cached_sha256(self, model: ModelFile) -> str | None:
         if not self._hashing_enabled:

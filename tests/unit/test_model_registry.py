@@ -284,7 +284,7 @@ def test_shorthash_and_title(registry: ModelRegistry, paths: DataPaths) -> None:
 
     assert registry.sha256(model) == expected
     assert registry.shorthash(model) == expected[:10] == shorthash(expected)
-    assert registry.title(model) == f"sdxl/m [{expected[:10]}]"
+    assert registry.title(model) == f"sdxl/m.safetensors [{expected[:10]}]"
 
 
 def test_title_without_compute_uses_only_the_cache(
@@ -293,10 +293,10 @@ def test_title_without_compute_uses_only_the_cache(
     write(sd_folder(paths) / "m.safetensors", b"data")
     [model] = registry.list(SD)
 
-    assert registry.title(model, compute=False) == "m"
+    assert registry.title(model, compute=False) == "m.safetensors"
     assert hash_calls == []
     registry.sha256(model)
-    assert registry.title(model, compute=False) == f"m [{hashlib.sha256(b'data').hexdigest()[:10]}]"
+    assert registry.title(model, compute=False) == f"m.safetensors [{hashlib.sha256(b'data').hexdigest()[:10]}]"
 
 
 def test_find_by_name_filename_title_and_hash(registry: ModelRegistry, paths: DataPaths) -> None:
@@ -394,7 +394,7 @@ def test_no_hashing_never_reads_file_contents(
 
     monkeypatch.setattr(builtins, "open", guarded_open)
     models = registry.list(SD)
-    assert [registry.title(m) for m in models] == ["m", "pipe"]
+    assert [registry.title(m) for m in models] == ["m.safetensors", "pipe"]
     assert registry.sha256(models[0]) is None and registry.shorthash(models[0]) is None
     assert registry.find(SD, "m") == models[0]
     assert registry.find(SD, hashlib.sha256(b"x" * 2_000_000).hexdigest()[:10]) is None
