@@ -13,7 +13,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_EXTENSIONS_DIR = REPO_ROOT / "extensions"
 # Extensions that ship with the app. They can be disabled, but not updated or removed from the UI.
-BUILTIN_EXTENSION_NAMES: tuple[str, ...] = ()
+BUILTIN_EXTENSION_NAMES: tuple[str, ...] = ("sadtalker",)
 
 # The model folders every install has (A1111 names). Extensions add their own kinds through the registry.
 CORE_MODEL_FOLDERS = ("Stable-diffusion", "VAE", "Lora", "ESRGAN", "GFPGAN", "ControlNet", "SadTalker")

@@ -103,6 +103,5 @@ def core_kinds(paths: ModelPaths) -> list[ModelKind]:
         kind("ESRGAN", (".pth", ".pt", ".safetensors")),
         kind("GFPGAN", (".pth", ".safetensors")),
         kind("ControlNet", (".safetensors", ".pth", ".bin", ".ckpt"), allow_dirs=True),
-        kind("SadTalker", (".safetensors", ".pth", ".tar", ".pth.tar")),
         ModelKind(name="embeddings", folders=(paths.embeddings,), extensions=(".pt", ".bin", ".safetensors")),
     ]

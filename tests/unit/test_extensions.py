@@ -22,7 +22,8 @@ def start(data: Path, *flags: str):
 
 
 def states(services) -> dict[str, str]:
-    return {r["id"]: r["state"] for r in services.extension_manager.overview()["extensions"]}
+    """States of the user extensions a test installed (built-ins such as SadTalker are left out)."""
+    return {r["id"]: r["state"] for r in services.extension_manager.overview()["extensions"] if not r["builtin"]}
 
 
 @pytest.fixture()
@@ -137,7 +138,7 @@ def test_enable_disable_is_persisted_and_applied_on_restart(data: Path) -> None:
     services = start(data)
     message = services.extension_manager.set_enabled("hello", False)
     assert "Restart" in message
-    row = services.extension_manager.overview()["extensions"][0]
+    row = next(r for r in services.extension_manager.overview()["extensions"] if r["id"] == "hello")
     assert row["state"] == "loaded" and row["restart_needed"] and not row["enabled_next_start"]
     assert states(start(data)) == {"hello": "disabled"}
     start(data).extension_manager.set_enabled("hello", True)
@@ -186,3 +187,13 @@ def test_install_from_local_git_repo_then_it_loads_after_restart(data: Path, tmp
     assert states(start(data)) == {"hello": "loaded"}
     with pytest.raises(UserError, match="already installed"):
         start(data).extension_manager.install_from_url(str(repo))
+
+
+def test_builtin_sadtalker_loads_and_owns_its_model_folder(data: Path) -> None:
+    services = start(data)
+    record = services.extensions.get("sadtalker")
+    assert record is not None and record.builtin and record.state == "loaded"
+    kind = next(k for k in services.models.kinds() if k.name == "SadTalker")
+    assert kind.owner == "sadtalker" and kind.folders == (data / "models" / "SadTalker",)
+    with pytest.raises(UserError, match="built in"):
+        services.extension_manager.uninstall("sadtalker")

@@ -87,7 +87,7 @@ def names(registry: ModelRegistry, kind: str = SD) -> list[str]:
 def test_core_kinds_use_data_paths_and_overrides(tmp_path: Path) -> None:
     custom = tmp_path / "elsewhere" / "ckpts"
     kinds = {k.name: k for k in core_kinds(make_paths(tmp_path, **{SD: custom}))}
-    assert list(kinds) == [SD, "VAE", "Lora", "ESRGAN", "GFPGAN", "ControlNet", "SadTalker", "embeddings"]
+    assert list(kinds) == [SD, "VAE", "Lora", "ESRGAN", "GFPGAN", "ControlNet", "embeddings"]
     assert kinds[SD].folders == (custom,)
     assert kinds["VAE"].folders == (tmp_path / "models" / "VAE",)
     assert kinds["embeddings"].folders == (tmp_path / "embeddings",)
@@ -156,7 +156,14 @@ def test_diffusers_folder_counts_once(registry: ModelRegistry, paths: DataPaths)
     assert names(registry, "Lora") == ["pack/style"]
 
 
+def add_sadtalker_kind(registry: ModelRegistry, paths: DataPaths) -> None:
+    """The kind the SadTalker extension adds: its checkpoints include `.pth.tar` files."""
+    registry.add_kind(ModelKind("SadTalker", (paths.model_folder("SadTalker"),),
+                                (".safetensors", ".pth", ".tar", ".pth.tar"), owner="sadtalker"))
+
+
 def test_multi_part_suffix_is_removed_whole(registry: ModelRegistry, paths: DataPaths) -> None:
+    add_sadtalker_kind(registry, paths)
     folder = paths.model_folder("SadTalker")
     write(folder / "mapping_00109-model.pth.tar")
     write(folder / "SadTalker_V0.0.2_256.safetensors")
@@ -173,6 +180,7 @@ def test_hidden_and_temporary_entries_are_never_listed(registry: ModelRegistry, 
     write(root / ".cache" / "inside.safetensors")
     write(root / "incoming.download" / "inside.safetensors")
     write(root / "half.tmp" / "model_index.json", b"{}")
+    add_sadtalker_kind(registry, paths)
     write(paths.model_folder("SadTalker") / "big.tar.part")
     write(paths.model_folder("SadTalker") / "ok.tar")
 
