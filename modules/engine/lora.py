@@ -65,7 +65,7 @@ from modules.engine.lora_files import (
     HASH_LENGTH,
     PreparedLora,
     _file_key,
-    _file_metadata,
+    file_metadata,
     _FileKey,
     _fitted,
     _is_sdxl,
@@ -368,7 +368,7 @@ def _alias(model: ModelFile, cache: LoraCache | None) -> str | None:
     known, alias = cache.alias(key) if cache is not None else (False, None)
     if known:
         return alias
-    alias = _file_metadata(model.filename).get("ss_output_name") or None
+    alias = file_metadata(model.filename).get("ss_output_name") or None
     if cache is not None:
         cache.store_alias(key, alias)
     return alias

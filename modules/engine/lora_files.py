@@ -93,7 +93,7 @@ def addnet_hash(path: Path) -> str:
 
 
 def _metadata_hash(path: Path) -> str | None:
-    value = _file_metadata(path).get("sshs_model_hash")
+    value = file_metadata(path).get("sshs_model_hash")
     # Only a real hex digest: the metadata is user-controlled text that ends up in infotext and HTML.
     if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{12,64}", value):
         return value[:HASH_LENGTH].lower()
@@ -151,7 +151,7 @@ def _read_header(path: Path) -> tuple[int, dict[str, Any]]:
     return length, header
 
 
-def _file_metadata(path: Path) -> dict[str, str]:
+def file_metadata(path: Path) -> dict[str, str]:
     """The safetensors ``__metadata__`` of ``path``; empty for an unreadable file or one without metadata."""
     try:
         return _string_metadata(_read_header(path)[1])

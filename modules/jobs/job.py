@@ -63,6 +63,15 @@ class Job:
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished.wait(timeout)
 
+    @property
+    def skip_requested(self) -> bool:
+        """A Skip is pending: the image being made will be dropped (A1111's `state.skipped`)."""
+        return self._skip.is_set()
+
+    @property
+    def interrupt_requested(self) -> bool:
+        return self._interrupt.is_set()
+
     def summary(self) -> dict[str, Any]:
         """State and progress for listings and polling (no result, no preview)."""
         return {
