@@ -19,6 +19,7 @@ from modules import server
 from modules.api import downloads as downloads_api
 from modules.api import errors as api_errors
 from modules.api import jobs as jobs_api
+from modules.api import sdapi
 from modules.api import studio as studio_api
 from modules.auth import BasicAuthMiddleware
 from modules.cli import CliError
@@ -36,6 +37,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(studio_api.router(services))
     app.include_router(jobs_api.router(services.jobs))
     app.include_router(downloads_api.router(services.downloads, services.download_jobs))
+    if services.api_enabled:  # /sdapi/v1 only with --api or --nowebui, as in A1111
+        app.include_router(sdapi.router(services))
     _add_extension_routes(app, services)
     if services.args.nowebui:
         _add_api_only_root(app)
