@@ -35,7 +35,7 @@ def create_app(services: Services) -> FastAPI:
     api_errors.install(app)
     # Routes go in before the UI is mounted at "/": a route added after that mount is shadowed by it.
     app.include_router(studio_api.router(services))
-    app.include_router(jobs_api.router(services.jobs))
+    app.include_router(jobs_api.router(services.jobs, services.settings.get))
     app.include_router(downloads_api.router(services.downloads, services.download_jobs))
     if services.api_enabled:  # /sdapi/v1 only with --api or --nowebui, as in A1111
         app.include_router(sdapi.router(services))

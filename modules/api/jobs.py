@@ -6,13 +6,16 @@ can disconnect and fetch its result later, within the retention time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
-from modules.jobs import Job, JobQueue
+from modules.api.images import encode_b64, encode_png_b64
+from modules.engine.results import GenerationResult
+from modules.jobs import Job, JobQueue, JobState
 
 
 class SubmitRequest(BaseModel):
@@ -22,10 +25,18 @@ class SubmitRequest(BaseModel):
     request: dict[str, Any] = Field(default_factory=dict, description="the request of that job type")
 
 
-def describe(jobs: JobQueue, job: Job, with_result: bool) -> dict[str, Any]:
+def describe(jobs: JobQueue, job: Job, with_result: bool, setting: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A job as JSON: state and progress; with `with_result`, the live preview while it runs and the result
+    (images as base64 with their infotext embedded) once it is done."""
     body = job.summary()
     body["position"] = jobs.position(job)
-    if with_result and job.result is not None:
+    if not with_result:
+        return body
+    if job.state is JobState.RUNNING and job.progress.preview is not None:
+        body["preview"] = encode_png_b64(job.progress.preview)
+    if isinstance(job.result, GenerationResult) and setting is not None:
+        body["result"] = _generation(job.result, setting)
+    elif job.result is not None:
         try:
             body["result"] = jsonable_encoder(job.result)
         except (TypeError, ValueError):
@@ -34,7 +45,17 @@ def describe(jobs: JobQueue, job: Job, with_result: bool) -> dict[str, Any]:
     return body
 
 
-def router(jobs: JobQueue) -> APIRouter:
+def _generation(result: GenerationResult, setting: Callable[[str], Any]) -> dict[str, Any]:
+    return {
+        "images": [encode_b64(g.image, g.infotext, setting) for g in result.images],
+        "infotexts": result.infotexts,
+        "seeds": [g.seed for g in result.images],
+        "files": [g.path.name if g.path else None for g in result.images],
+        "info": result.info,
+    }
+
+
+def router(jobs: JobQueue, setting: Callable[[str], Any]) -> APIRouter:
     r = APIRouter(prefix="/studio/v1/jobs", tags=["jobs"])
 
     @r.post("", status_code=202)
@@ -48,7 +69,7 @@ def router(jobs: JobQueue) -> APIRouter:
 
     @r.get("/{job_id}")
     def get(job_id: str) -> dict[str, Any]:
-        return describe(jobs, jobs.get(job_id), with_result=True)
+        return describe(jobs, jobs.get(job_id), with_result=True, setting=setting)
 
     @r.delete("/{job_id}")
     def cancel(job_id: str) -> dict[str, Any]:

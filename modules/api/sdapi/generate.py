@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body
 from pydantic import ValidationError
 
 from modules.api.sdapi.errors import JobFailed, UnknownScript, not_available
-from modules.api.sdapi.images import encode_b64
+from modules.api.images import encode_b64
 from modules.api.sdapi.models import TextToImageResponse, Txt2ImgApiRequest
 from modules.api.sdapi.overrides import OverrideGate, plan_overrides
 from modules.engine import hires

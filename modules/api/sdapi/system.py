@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 
-from modules.api.sdapi.images import decode_b64_image
+from modules.api.images import decode_b64_image
 from modules.api.sdapi.models import ExtensionItem, PngInfoRequest, PngInfoResponse
 from modules.cli import public_flags
 from modules.engine.image_metadata import read_image_info
