@@ -23,6 +23,7 @@ from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
 from modules.downloads import Catalogue, DownloadManager
 from modules.engine.engine import Engine
+from modules.engine.postprocess import extra_model_kinds
 from modules.engine.requests import Txt2ImgRequest
 from modules.jobs import JobQueue, JobType
 from modules.model_registry import HashCache, ModelRegistry, core_kinds
@@ -66,7 +67,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     settings.load()
     hooks = HookRegistry(timeout_s=lambda: float(settings.get("extension_hook_timeout")))
     models = ModelRegistry(hash_cache=HashCache(paths.cache / "hashes.json"), hashing_enabled=not early.no_hashing)
-    for kind in core_kinds(paths):
+    for kind in [*core_kinds(paths), *extra_model_kinds(paths)]:
         models.add_kind(kind)
 
     records = discover([paths_mod.BUILTIN_EXTENSIONS_DIR, paths.extensions], paths_mod.is_builtin_extension)

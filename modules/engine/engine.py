@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from modules.engine.embeddings import EmbeddingDatabase
+from modules.engine.hires import hires_upscalers
 from modules.engine.outputs import ImageSaver
+from modules.engine.postprocess import UpscalerRegistry
 from modules.engine.lora import LoraCache
 from modules.engine.memory import MemoryConfig, MemoryManager
 from modules.engine.model_cache import CheckpointCache
@@ -43,6 +45,7 @@ class Engine:
         self.saver = ImageSaver(outputs, settings_get, hooks)
         self.styles = StyleStore(styles_file)
         self.tokens = TokenCounter(cache, self._loaded_tokenizer)
+        self.upscalers = UpscalerRegistry(models, self.memory)
         self.last_step_seconds: float | None = None
 
     def memory_settings(self) -> dict[str, Any]:
@@ -62,6 +65,12 @@ class Engine:
     def _loaded_tokenizer(self) -> Any:
         current = self.checkpoints.current
         return current.pipe.tokenizer if current is not None else None
+
+    def hires_upscalers(self) -> list[str]:
+        return hires_upscalers(self.upscalers.model_names())
+
+    def upscaler_tiling(self) -> tuple[int, int]:
+        return int(self.settings_get("upscaler_tile_size")), int(self.settings_get("upscaler_tile_overlap"))
 
     def preview_every(self) -> int:
         return int(self.settings_get("show_progress_every_n_steps"))

@@ -1,11 +1,12 @@
 """Hires fix: upscale the first pass, then denoise again at the larger size (img2img on the same components).
 
-Upscalers: A1111's latent modes (interpolating the latents directly) and the pixel upscalers Lanczos and Nearest
-(decode, resize, encode). Model upscalers (ESRGAN and friends) join this list with the upscaler registry.
+Upscalers: A1111's latent modes (interpolating the latents directly), and pixel upscalers (decode, upscale,
+encode): Lanczos, Nearest and every model in the upscaler registry (ESRGAN and friends, through spandrel).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modules.engine.requests import Txt2ImgRequest
@@ -26,13 +27,14 @@ LATENT_MODES: dict[str, tuple[str, bool]] = {
 PIXEL_UPSCALERS = ("Lanczos", "Nearest")
 
 
-def hires_upscalers() -> list[str]:
-    return [*LATENT_MODES, *PIXEL_UPSCALERS]
+def hires_upscalers(model_names: Sequence[str] = ()) -> list[str]:
+    """A1111's hires-fix list: the latent modes, Lanczos and Nearest, then the model upscalers."""
+    return [*LATENT_MODES, *PIXEL_UPSCALERS, *model_names]
 
 
-def check_upscaler(name: str) -> None:
-    if name not in LATENT_MODES and name not in PIXEL_UPSCALERS:
-        raise UserError(f"unknown hires upscaler '{name}'; available: {', '.join(hires_upscalers())}",
+def check_upscaler(name: str, model_names: Sequence[str] = ()) -> None:
+    if name not in hires_upscalers(model_names):
+        raise UserError(f"unknown hires upscaler '{name}'; available: {', '.join(hires_upscalers(model_names))}",
                         field="hr_upscaler")
 
 
@@ -58,16 +60,15 @@ def upscale_latents(latents: torch.Tensor, width: int, height: int, mode: str) -
     return F.interpolate(latents, size=size, mode=interp, antialias=antialias)
 
 
-def upscale_pixels(pipe: Any, latents: torch.Tensor, width: int, height: int, upscaler: str) -> torch.Tensor:
-    """Decode, resize with PIL, encode again (deterministically, from the VAE's mean)."""
+def upscale_pixels(pipe: Any, latents: torch.Tensor, resize: Callable[[Any], Any]) -> torch.Tensor:
+    """Decode, upscale each image with `resize` (PIL or a model upscaler), encode again (deterministically,
+    from the VAE's mean)."""
     import torch
-    from PIL import Image
 
     from modules.engine.vae import decode
 
     images, _ = decode(pipe, latents)
-    resample = Image.Resampling.LANCZOS if upscaler == "Lanczos" else Image.Resampling.NEAREST
-    resized = [img.resize((width, height), resample) for img in images]
+    resized = [resize(img) for img in images]
     pixels = pipe.image_processor.preprocess(resized).to(device=latents.device, dtype=pipe.vae.dtype)
     with torch.inference_mode():
         encoded = pipe.vae.encode(pixels).latent_dist.mean

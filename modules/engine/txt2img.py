@@ -107,7 +107,7 @@ def _plan(engine: Engine, request: Txt2ImgRequest) -> Plan:
     engine.check_size(request.width, request.height)
     if not request.enable_hr:
         return Plan(choice, None, request.steps, 0, None)
-    hires.check_upscaler(request.hr_upscaler)
+    hires.check_upscaler(request.hr_upscaler, engine.upscalers.model_names())
     hr_choice = resolve_sampler(request.hr_sampler_name, request.hr_scheduler) if request.hr_sampler_name else choice
     size = hires.target_size(request)
     engine.check_size(*size)
@@ -182,7 +182,10 @@ def _hires_pass(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgRequest
     if request.hr_upscaler in hires.LATENT_MODES:
         upscaled = hires.upscale_latents(latents, width, height, request.hr_upscaler)
     else:
-        upscaled = hires.upscale_pixels(model.pipe, latents, width, height, request.hr_upscaler)
+        tile, overlap = engine.upscaler_tiling()
+        upscaled = hires.upscale_pixels(model.pipe, latents, lambda image: engine.upscalers.upscale(
+            image, request.hr_upscaler, size=(width, height), tile=tile, overlap=overlap,
+            max_pixels=engine.settings_get("max_image_pixels"), check=progress.ctx.check))
     img2img = hires.img2img_pipeline(model.pipe)
     img2img.scheduler = make_scheduler(plan.hr_choice, model.scheduler_config)
     generators = [torch.Generator("cpu").manual_seed(s.seed + 1) for s in seeds]

@@ -40,6 +40,12 @@ def core_sections() -> list[Section]:
             Option("torch_compile", False, "torch.compile the UNet (slow first image, faster after)", "bool",
                    help="Applied when a checkpoint is loaded."),
         )),
+        Section("upscaling", "Upscaling", (
+            Option("upscaler_tile_size", 192, "Tile size for model upscalers (0 = no tiling)", "int", minimum=0,
+                   maximum=4096, help="Smaller tiles need less VRAM; overlaps are blended so no seams show."),
+            Option("upscaler_tile_overlap", 8, "Tile overlap for model upscalers (pixels)", "int", minimum=0,
+                   maximum=512),
+        )),
         Section("system", "System", (
             Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
                    "int", minimum=1, maximum=3600),

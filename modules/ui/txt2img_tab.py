@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from modules.engine.hires import hires_upscalers
 from modules.engine.infotext import infotext_to_request_fields, parse_infotext
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_LABELS
@@ -106,7 +105,7 @@ def build(services: Services) -> Txt2ImgTab:
             with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr"):
                 enable_hr = gr.Checkbox(False, label="Enable", elem_id="txt2img_enable_hr")
                 with gr.Row():
-                    hr_upscaler = gr.Dropdown(choices=hires_upscalers(), value="Latent", label="Upscaler",
+                    hr_upscaler = gr.Dropdown(choices=services.engine.hires_upscalers(), value="Latent", label="Upscaler",
                                               elem_id="txt2img_hr_upscaler")
                     hr_steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps", elem_id="txt2img_hires_steps")
                     denoising = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength",

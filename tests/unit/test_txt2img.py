@@ -343,3 +343,19 @@ def test_optimization_settings_reach_the_next_job(studio) -> None:
         studio.settings.update({"vae_tiling": "auto"}, save=False)
     ok(studio, prompt="small", checkpoint="alpha")
     assert studio.engine.checkpoints.current.pipe.vae.use_tiling is False  # auto: 64x64 is far below the threshold
+
+
+def test_hires_fix_with_a_model_upscaler_from_the_registry(studio) -> None:
+    import torch
+
+    from tests.fixtures.tiny_upscalers import old_esrgan
+
+    folder = studio.paths.model_folder("ESRGAN")
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(old_esrgan(4), folder / "4x-tiny.pth")
+    studio.models.refresh("ESRGAN")
+    assert "4x-tiny" in studio.engine.hires_upscalers()
+    result = ok(studio, prompt="a castle", seed=5, enable_hr=True, hr_upscaler="4x-tiny", hr_scale=2,
+                denoising_strength=0.4, checkpoint="alpha")
+    assert result.images[0].image.size == (128, 128)
+    assert "Hires upscaler: 4x-tiny" in result.images[0].infotext

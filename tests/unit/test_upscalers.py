@@ -13,8 +13,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from spandrel.architectures.Compact import Compact
-from spandrel.architectures.ESRGAN import ESRGAN
 
 from modules.engine.memory import MemoryConfig, MemoryManager, OutOfMemory
 from modules.engine.postprocess import (
@@ -30,48 +28,9 @@ from modules.engine.postprocess.tiling import axis_weights, run_tiled, tile_layo
 from modules.errors import NotFound, UserError
 from modules.model_registry import ModelRegistry, core_kinds
 from modules.paths import DataPaths
+from tests.fixtures.tiny_upscalers import compact, old_esrgan, rrdbnet
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-# -- tiny model files (key layouts spandrel detects; see deps.md §2) --------------------------------------------
-
-
-def old_esrgan(scale: int = 4) -> dict[str, torch.Tensor]:
-    """Old-arch ESRGAN (`model.0.weight`, `model.1.sub.0.RDB1...`), built with spandrel's own network class."""
-    torch.manual_seed(1)
-    return ESRGAN(num_filters=8, num_blocks=1, scale=scale).state_dict()
-
-
-def rrdbnet(scale: int, num_feat: int = 16, num_block: int = 1, num_grow_ch: int = 32) -> dict[str, torch.Tensor]:
-    """basicsr's RRDBNet layout (Real-ESRGAN files: `conv_first`, `body.N.rdbK.convJ`, `conv_up1/2`, ...).
-
-    Real-ESRGAN x2 and x1 pixel-unshuffle the input first, so their first conv takes 12 or 48 channels.
-    """
-    generator = torch.Generator().manual_seed(scale)
-    state: dict[str, torch.Tensor] = {}
-
-    def conv(name: str, out_ch: int, in_ch: int) -> None:
-        std = (2.0 / (in_ch * 9)) ** 0.5 * 0.5
-        state[f"{name}.weight"] = torch.randn(out_ch, in_ch, 3, 3, generator=generator) * std
-        state[f"{name}.bias"] = torch.zeros(out_ch)
-
-    conv("conv_first", num_feat, 3 * {4: 1, 2: 4, 1: 16}[scale])
-    for block in range(num_block):
-        for rdb in (1, 2, 3):
-            for j in range(1, 5):
-                conv(f"body.{block}.rdb{rdb}.conv{j}", num_grow_ch, num_feat + (j - 1) * num_grow_ch)
-            conv(f"body.{block}.rdb{rdb}.conv5", num_feat, num_feat + 4 * num_grow_ch)
-    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
-        conv(name, num_feat, num_feat)
-    conv("conv_last", 3, num_feat)
-    return state
-
-
-def compact(scale: int = 4) -> dict[str, torch.Tensor]:
-    """SRVGGNetCompact (`body.N.weight`), built with spandrel's own network class."""
-    torch.manual_seed(2)
-    return Compact(num_feat=16, num_conv=2, upscale=scale).state_dict()
 
 
 def make_paths(root: Path) -> DataPaths:

@@ -114,7 +114,7 @@ def engine_request(services: Services, req: Txt2ImgApiRequest, mapped: dict[str,
     hr_scheduler = req.hr_scheduler if req.hr_scheduler not in _SAME else None
     hr_upscaler = req.hr_upscaler or "Latent"
     if req.enable_hr:
-        hires.check_upscaler(hr_upscaler)
+        hires.check_upscaler(hr_upscaler, services.engine.upscalers.model_names())
     fields: dict[str, Any] = {
         "prompt": req.prompt, "negative_prompt": req.negative_prompt, "styles": list(req.styles or []),
         "seed": req.seed, "subseed": req.subseed, "subseed_strength": req.subseed_strength,

@@ -26,8 +26,6 @@ from modules.model_registry import ModelFile, ModelRegistry
 from modules.services import Services
 
 CHECKPOINTS = "Stable-diffusion"
-# A1111's upscaler scale for the non-model upscalers (UpscalerData's default).
-_PLAIN_UPSCALER_SCALE = 4.0
 
 
 def checkpoint_title(registry: ModelRegistry, model: ModelFile) -> str:
@@ -65,8 +63,8 @@ def router(services: Services) -> APIRouter:
 
     @r.get("/upscalers", response_model=list[UpscalerItem])
     def upscalers() -> list[UpscalerItem]:
-        """The pixel upscalers hires fix offers, plus A1111's "None"; model upscalers land with extras."""
-        return [UpscalerItem(name=name, scale=_PLAIN_UPSCALER_SCALE) for name in ("None", *hires.PIXEL_UPSCALERS)]
+        """"None", Lanczos, Nearest and every model upscaler, as A1111 lists them."""
+        return [UpscalerItem(**item) for item in services.engine.upscalers.api_list()]
 
     @r.get("/latent-upscale-modes", response_model=list[LatentUpscalerModeItem])
     def latent_upscale_modes() -> list[LatentUpscalerModeItem]:
