@@ -23,6 +23,7 @@ from modules.api import sdapi
 from modules.api import studio as studio_api
 from modules.auth import BasicAuthMiddleware
 from modules.cli import CliError
+from modules.engine.memory import share_heap_between_threads
 from modules.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def _add_middleware(app: FastAPI, services: Services) -> None:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    share_heap_between_threads()  # before any worker thread exists; see its docstring
     try:
         services = build_services(sys.argv[1:] if argv is None else argv, os.environ if env is None else env)
     except CliError as e:

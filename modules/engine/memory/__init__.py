@@ -15,7 +15,7 @@ Modules:
 """
 
 from modules.engine.memory.config import CompileMode, MemoryConfig, Offload, Precision, VaeTiling
-from modules.engine.memory.devices import DeviceChoice, available_devices
+from modules.engine.memory.devices import DeviceChoice, available_devices, share_heap_between_threads
 from modules.engine.memory.manager import MemoryManager
 from modules.engine.memory.oom import OutOfMemory, is_oom
 from modules.engine.memory.policy import PreparedRecord
@@ -30,6 +30,7 @@ __all__ = [
     "Precision",
     "PreparedRecord",
     "VaeTiling",
+    "share_heap_between_threads",
     "available_devices",
     "is_oom",
 ]
