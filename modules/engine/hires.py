@@ -80,7 +80,10 @@ def img2img_pipeline(pipe: Any) -> Any:
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
     if getattr(pipe, "text_encoder_2", None) is not None:
-        return StableDiffusionXLImg2ImgPipeline(**pipe.components)
-    components = {k: v for k, v in pipe.components.items() if k in StableDiffusionImg2ImgPipeline._get_signature_keys(
-        StableDiffusionImg2ImgPipeline)[0]}
-    return StableDiffusionImg2ImgPipeline(**components, requires_safety_checker=False)
+        img2img = StableDiffusionXLImg2ImgPipeline(**pipe.components)
+    else:
+        keys = StableDiffusionImg2ImgPipeline._get_signature_keys(StableDiffusionImg2ImgPipeline)[0]
+        components = {k: v for k, v in pipe.components.items() if k in keys}
+        img2img = StableDiffusionImg2ImgPipeline(**components, requires_safety_checker=False)
+    img2img.set_progress_bar_config(disable=True)
+    return img2img

@@ -127,6 +127,7 @@ class CheckpointCache:
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise UserError(f"{model.filename.name} could not be loaded: {e}", field="checkpoint") from None
         self._memory.prepare_pipeline(pipe, info.family)
+        pipe.set_progress_bar_config(disable=True)  # progress goes to the job (UI, API), not to tqdm on stderr
         vae_hash = self._registry.file_shorthash(vae_path) if vae_path else None
         return LoadedCheckpoint(
             file=model, title=self._registry.title(model), shorthash=self._registry.shorthash(model),
