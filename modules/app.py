@@ -21,6 +21,7 @@ from modules.api import errors as api_errors
 from modules.api import jobs as jobs_api
 from modules.api import sdapi
 from modules.api import studio as studio_api
+from modules.api.limits import BodyLimitMiddleware
 from modules.auth import BasicAuthMiddleware
 from modules.cli import CliError
 from modules.engine.memory import share_heap_between_threads
@@ -80,6 +81,8 @@ def _add_middleware(app: FastAPI, services: Services) -> None:
         origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex,
                            allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
+    app.add_middleware(BodyLimitMiddleware,
+                       limit_bytes=lambda: services.settings.get("api_max_request_mb") * 1024 * 1024)
     # Added last, so it runs first: an unauthenticated request never reaches CORS handling or a route.
     app.add_middleware(BasicAuthMiddleware, credentials=services.api_logins)
 

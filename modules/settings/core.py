@@ -49,6 +49,8 @@ def core_sections() -> list[Section]:
         Section("system", "System", (
             Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
                    "int", minimum=1, maximum=3600),
+            Option("api_max_request_mb", 50, "Largest REST request body (MB); bigger ones are refused unread",
+                   "int", minimum=1, maximum=4096),
             Option("job_retention_minutes", 60, "Minutes a finished job's result stays retrievable", "int",
                    minimum=1, maximum=7 * 24 * 60),
         )),

@@ -153,3 +153,22 @@ def test_default_model_download_offline_fails_clearly(data: Path) -> None:
     assert str(data / "models" / "Stable-diffusion") in body["error"]
     assert not list((data / "models" / "Stable-diffusion").iterdir())
     assert c.post("/studio/v1/downloads/nope").status_code == 404
+
+
+def test_oversized_request_bodies_are_refused_unread(data: Path) -> None:
+    services = build_services(["--data-dir", str(data), "--api"], {})
+    services.settings.update({"api_max_request_mb": 1}, save=False)
+    c = TestClient(create_app(services))
+    big = b'{"image": "' + b"A" * (2 * 1024 * 1024) + b'"}'
+    r = c.post("/sdapi/v1/png-info", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "api_max_request_mb" in r.json()["detail"]
+
+    def chunks():
+        yield b'{"image": "'
+        for _ in range(40):
+            yield b"A" * 65536
+        yield b'"}'
+
+    r = c.post("/sdapi/v1/png-info", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert c.post("/sdapi/v1/png-info", json={"image": "bm90IGFuIGltYWdl"}).status_code == 400  # small: decoded
