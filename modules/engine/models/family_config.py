@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from modules.engine.models.families import FAMILIES
@@ -105,13 +106,8 @@ def ensure_family_config(family: str, cache_dir: Path) -> Path:
     """
     source = bundled_config_dir(family)
     cache_dir = Path(cache_dir)
-    target = cache_dir / "configs" / f"{family}-{_folder_digest(source)}"
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(staging, 0o755)
-    try:
+
+    def fill(staging: Path) -> None:
         for slot, variant in tokenizer_variants(family).items():
             _link_or_copy(build_clip_tokenizer(cache_dir / "tokenizers", variant), staging / slot)
         # Copy the JSONs (small) rather than link them: the cache must not change if the repo is edited.
@@ -120,10 +116,8 @@ def ensure_family_config(family: str, cache_dir: Path) -> Path:
                 shutil.copytree(item, staging / item.name)
             else:
                 shutil.copy2(item, staging / item.name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return _publish(staging, target)
+
+    return _build_once(cache_dir / "configs" / f"{family}-{_folder_digest(source)}", fill)
 
 
 def complete_config_dir(folder: Path, family: str, cache_dir: Path) -> Path:
@@ -137,18 +131,27 @@ def complete_config_dir(folder: Path, family: str, cache_dir: Path) -> Path:
         return folder
     cache_dir = Path(cache_dir)
     digest = hashlib.sha256(f"{folder.resolve()}|{_folder_digest(folder)}|{sorted(missing.items())}".encode())
-    target = cache_dir / "configs" / f"override-{folder.name[:40]}-{digest.hexdigest()[:12]}"
+
+    def fill(staging: Path) -> None:
+        for item in folder.iterdir():
+            if item.name not in missing:
+                _link_or_copy(item.resolve(), staging / item.name)
+        for slot, variant in missing.items():
+            _link_or_copy(build_clip_tokenizer(cache_dir / "tokenizers", variant), staging / slot)
+
+    return _build_once(cache_dir / "configs" / f"override-{folder.name[:40]}-{digest.hexdigest()[:12]}", fill)
+
+
+def _build_once(target: Path, fill: Callable[[Path], None]) -> Path:
+    """`target` if it is already complete; else fill a hidden staging folder beside it and publish it whole, so
+    a reader (or a second process building the same folder) never sees half of it."""
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     os.chmod(staging, 0o755)
     try:
-        for item in folder.iterdir():
-            if item.name not in missing:
-                _link_or_copy(item.resolve(), staging / item.name)
-        for slot, variant in missing.items():
-            _link_or_copy(build_clip_tokenizer(cache_dir / "tokenizers", variant), staging / slot)
+        fill(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
