@@ -48,6 +48,12 @@ class JobTypeContribution:
     run: Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class ScriptContribution:
+    title: str
+    apply: Callable[[list[Any], dict[str, Any]], dict[str, Any] | None]
+
+
 @dataclass
 class Contributions:
     """What one extension asked to add, in the order it asked."""
@@ -58,6 +64,7 @@ class Contributions:
     flags: list[tuple[tuple[str, ...], dict[str, Any]]] = field(default_factory=list)
     model_kinds: list[ModelKindContribution] = field(default_factory=list)
     job_types: list[JobTypeContribution] = field(default_factory=list)
+    scripts: list[ScriptContribution] = field(default_factory=list)
     hooks: list[tuple[str, Callable[[Any], Any]]] = field(default_factory=list)
 
 
@@ -134,6 +141,18 @@ class ExtensionAPI:
     def add_job_type(self, name: str, request_model: type, run: Callable[..., Any]) -> None:
         """Add a kind of job the queue can run: a pydantic request model and the function that runs it."""
         self.contributions.job_types.append(JobTypeContribution(name, request_model, run))
+
+    def add_alwayson_script(self, title: str,
+                            apply: Callable[[list[Any], dict[str, Any]], dict[str, Any] | None]) -> None:
+        """Answer A1111's `alwayson_scripts: {"<title>": {"args": [...]}}` in /sdapi/v1 requests.
+
+        `apply(args, request)` gets the script's args and the generation request's fields (A1111 names), and
+        returns the fields to change (or None). Raise ValueError with a message for bad args: the client gets a
+        400 with it. Titles match case-insensitively, as in A1111.
+        """
+        if not title.strip():
+            raise ValueError("an always-on script needs a title")
+        self.contributions.scripts.append(ScriptContribution(title.strip(), apply))
 
     def on(self, hook: str, callback: Callable[[Any], Any]) -> None:
         """Register `callback(payload)` on a named hook; see `api.hooks` for the names."""

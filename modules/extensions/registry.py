@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modules.cli import ExtraFlag
-from modules.extensions.api import RouteContribution, TabContribution
+from modules.extensions.api import RouteContribution, ScriptContribution, TabContribution
 from modules.extensions.hooks import HookRegistry
 from modules.extensions.loader import ExtensionRecord
 from modules.jobs import JobQueue, JobType
@@ -86,6 +86,17 @@ class ExtensionRegistry:
         for record, _, job in self._each(lambda c: c.job_types):
             self._guard(record, "job type", lambda: jobs.register(
                 JobType(job.name, job.request_model, job.run, owner=record.id)))
+
+    def alwayson_scripts(self) -> dict[str, tuple[ExtensionRecord, ScriptContribution]]:
+        """Always-on scripts by lower-cased title; a title taken by an earlier extension fails the later one."""
+        scripts: dict[str, tuple[ExtensionRecord, ScriptContribution]] = {}
+        for record, _, script in self._each(lambda c: c.scripts):
+            key = script.title.lower()
+            if key in scripts and scripts[key][0] is not record:
+                self.fail(record, f"its always-on script '{script.title}' is already provided by {scripts[key][0].id}")
+                continue
+            scripts[key] = (record, script)
+        return scripts
 
     def routes(self) -> list[tuple[ExtensionRecord, RouteContribution]]:
         return [(record, route) for record, _, route in self._each(lambda c: c.routes)]

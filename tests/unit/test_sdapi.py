@@ -362,3 +362,29 @@ def test_progress_while_running_then_interrupt_returns_what_is_done(api: Api) ->
     assert time.monotonic() - started < 40  # 3 x 500 steps would take far longer
     assert api.get("/progress").json()["state"]["job_count"] == 0
     assert api.post("/skip").json() == {}  # nothing running: a no-op, as in A1111
+
+
+def test_alwayson_scripts_are_routed_to_the_extension_that_registered_them(tmp_path: Path) -> None:
+    from tests.fixtures import extensions as fx
+
+    save_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion", "sd1", name="alpha")
+    fx.write_extension(tmp_path / "extensions", "hello", fx.HELLO)
+    services = build_services(["--data-dir", str(tmp_path), "--api"], {})
+    with TestClient(create_app(services)) as client:
+        def post(scripts: dict[str, Any]):  # type: ignore[no-untyped-def]
+            return client.post("/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": scripts})
+
+        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == ["hello crash", "hello steps"]
+        r = post({"hello steps": {"args": [2]}})  # titles match case-insensitively, as in A1111
+        assert r.status_code == 200, r.text
+        assert infotext_params(r.json()["images"][0])["Steps"] == "2"
+        bad = post({"Hello Steps": {"args": ["two"]}})
+        assert bad.status_code == 400 and "positive step count" in bad.json()["detail"]
+        unknown = post({"ControlNet": {"args": []}})
+        assert unknown.status_code == 422 and "available: Hello Steps" in unknown.json()["detail"]
+        crash = post({"Hello Crash": {"args": []}})
+        assert crash.status_code == 500 and "failed inside extension hello" in crash.json()["detail"]
+        states = {e["id"]: e["state"] for e in client.get("/studio/v1/extensions").json()["extensions"]}
+        assert states["hello"] == "failed"  # shown in the Extensions tab, and the app is still up
+        assert post({}).status_code == 200
+    services.jobs.stop()

@@ -17,10 +17,11 @@ from typing import Any
 from fastapi import APIRouter, Body
 from pydantic import ValidationError
 
-from modules.api.sdapi.errors import JobFailed, UnknownScript, not_available
 from modules.api.images import encode_b64
+from modules.api.sdapi.errors import JobFailed, not_available
 from modules.api.sdapi.models import TextToImageResponse, Txt2ImgApiRequest
 from modules.api.sdapi.overrides import OverrideGate, plan_overrides
+from modules.api.sdapi.scripts import apply_scripts
 from modules.engine import hires
 from modules.engine.infotext import infotext_to_request_fields, parse_infotext
 from modules.engine.requests import Txt2ImgRequest
@@ -87,12 +88,9 @@ def apply_infotext(req: Txt2ImgApiRequest) -> tuple[Txt2ImgApiRequest, set[str]]
 
 
 def refuse_unsupported(req: Txt2ImgApiRequest) -> None:
-    """501 for what A1111 accepts and we cannot do yet (never silently ignored); 422 for unknown scripts."""
+    """501 for what A1111 accepts and we cannot do yet (never silently ignored)."""
     if req.script_name:
         raise not_available(f"the script '{req.script_name}' (selectable scripts)")
-    if req.alwayson_scripts:
-        names = ", ".join(str(k) for k in req.alwayson_scripts)
-        raise UnknownScript(f"always on script {names} not found (no extension provides it)", field="alwayson_scripts")
     checks = [
         (bool(req.restore_faces), "face restoration"),
         (bool(req.tiling), "tiling"),
@@ -132,6 +130,8 @@ def engine_request(services: Services, req: Txt2ImgApiRequest, mapped: dict[str,
     if req.denoising_strength is not None:
         fields["denoising_strength"] = req.denoising_strength
     fields.update(mapped)
+    if req.alwayson_scripts:
+        apply_scripts(services, req.alwayson_scripts, fields)
     _check_models(services, fields)
     try:
         return Txt2ImgRequest.model_validate(fields)

@@ -117,8 +117,9 @@ def router(services: Services) -> APIRouter:
 
     @r.get("/scripts", response_model=ScriptsList)
     def scripts() -> ScriptsList:
-        """Selectable scripts: none yet."""
-        return ScriptsList()
+        """A1111 lists script titles in lower case; ours are the always-on scripts extensions registered."""
+        titles = sorted(services.extensions.alwayson_scripts())
+        return ScriptsList(txt2img=titles)
 
     @r.get("/script-info")
     def script_info() -> list[dict[str, Any]]:
