@@ -27,4 +27,7 @@ def mount_ui(app: FastAPI, services: Services) -> FastAPI:
         allowed_paths=[str(services.paths.outputs)],
         show_error=True,
         css=CSS,
+        # The same ceiling as REST bodies: an upload (an image for PNG Info, an extension archive) over it is
+        # refused by Gradio before it is stored.
+        max_file_size=services.settings.get("api_max_request_mb") * 1024 * 1024,
     )

@@ -172,3 +172,12 @@ def test_oversized_request_bodies_are_refused_unread(data: Path) -> None:
     r = c.post("/sdapi/v1/png-info", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert c.post("/sdapi/v1/png-info", json={"image": "bm90IGFuIGltYWdl"}).status_code == 400  # small: decoded
+
+
+def test_ui_uploads_over_the_limit_are_refused(data: Path) -> None:
+    (data / "config.json").write_text('{"api_max_request_mb": 1}')
+    c = client(data)
+    small = c.post("/gradio_api/upload", files={"files": ("a.png", b"x" * 1000, "image/png")})
+    assert small.status_code == 200
+    big = c.post("/gradio_api/upload", files={"files": ("b.png", b"x" * (2 * 1024 * 1024), "image/png")})
+    assert big.status_code == 413
