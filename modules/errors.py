@@ -6,6 +6,8 @@ escapes is a bug: it is logged with its traceback and the user gets a short mess
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake in what the user asked for, with a message written for them."""
@@ -29,3 +31,12 @@ class AccessDenied(UserError):
 
 class NotFound(UserError):
     status_code = 404
+
+
+def from_validation(error: Any, prefix: str = "") -> UserError:
+    """A pydantic ValidationError as a UserError: its first problem, "field: message", without pydantic's
+    "Value error, " prefix on messages our own validators wrote."""
+    first = error.errors()[0]
+    field = ".".join(map(str, first.get("loc", ()))) or None
+    message = str(first.get("msg", "")).removeprefix("Value error, ")
+    return UserError(f"{prefix}{field}: {message}" if field else f"{prefix}{message}", field=field)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from modules.errors import NotFound, UserError
+from modules.errors import NotFound, UserError, from_validation
 from modules.extensions.hooks import GenerateEvent, HookRegistry
 from modules.jobs.job import Job, JobCancelled, JobContext, JobState
 
@@ -72,11 +72,7 @@ class JobQueue:
             try:
                 request = job_type.request_model.model_validate(request)
             except ValidationError as e:
-                first = e.errors()[0]
-                field = ".".join(map(str, first.get("loc", ()))) or None
-                message = str(first.get("msg", "")).removeprefix("Value error, ")
-                where = f"{field}: " if field else ""
-                raise UserError(f"invalid {type_name} request: {where}{message}", field=field) from None
+                raise from_validation(e, prefix=f"invalid {type_name} request: ") from None
         job = Job(type=type_name, request=request)
         with self._cond:
             self._prune()

@@ -27,7 +27,7 @@ from modules.engine.infotext import infotext_to_request_fields, parse_infotext
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.results import GenerationResult
 from modules.engine.samplers import resolve_sampler
-from modules.errors import UserError
+from modules.errors import UserError, from_validation
 from modules.jobs import Job, JobState
 from modules.services import Services
 
@@ -136,10 +136,7 @@ def engine_request(services: Services, req: Txt2ImgApiRequest, mapped: dict[str,
     try:
         return Txt2ImgRequest.model_validate(fields)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(map(str, first.get("loc", ()))) or None
-        message = str(first.get("msg", "")).removeprefix("Value error, ")
-        raise UserError(f"{where}: {message}" if where else message, field=where) from None
+        raise from_validation(e) from None
 
 
 def _check_models(services: Services, fields: dict[str, Any]) -> None:
