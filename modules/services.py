@@ -83,6 +83,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     extensions.apply_settings(settings)
     extensions.apply_model_kinds(models, paths.model_folder)
     extensions.apply_hooks()
+    extensions.apply_scripts()
     jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
     engine = Engine(args, models, paths.outputs, paths.cache, paths.styles_file, settings.get, hooks)
     jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img))

@@ -27,6 +27,7 @@ class ExtensionRegistry:
         self.records = list(records)
         self.hooks = hooks
         self._flags: list[ExtraFlag] = []
+        self._scripts: dict[str, tuple[ExtensionRecord, ScriptContribution]] = {}
 
     def get(self, extension_id: str) -> ExtensionRecord | None:
         return next((r for r in self.records if r.id == extension_id), None)
@@ -87,16 +88,20 @@ class ExtensionRegistry:
             self._guard(record, "job type", lambda: jobs.register(
                 JobType(job.name, job.request_model, job.run, owner=record.id)))
 
-    def alwayson_scripts(self) -> dict[str, tuple[ExtensionRecord, ScriptContribution]]:
-        """Always-on scripts by lower-cased title; a title taken by an earlier extension fails the later one."""
-        scripts: dict[str, tuple[ExtensionRecord, ScriptContribution]] = {}
+    def apply_scripts(self) -> None:
+        """Index always-on scripts by lower-cased title; a title taken by an earlier extension fails the later one."""
+        self._scripts = {}
         for record, _, script in self._each(lambda c: c.scripts):
             key = script.title.lower()
-            if key in scripts and scripts[key][0] is not record:
-                self.fail(record, f"its always-on script '{script.title}' is already provided by {scripts[key][0].id}")
+            owner = self._scripts.get(key)
+            if owner is not None and owner[0] is not record:
+                self.fail(record, f"its always-on script '{script.title}' is already provided by {owner[0].id}")
                 continue
-            scripts[key] = (record, script)
-        return scripts
+            self._scripts[key] = (record, script)
+
+    def alwayson_scripts(self) -> dict[str, tuple[ExtensionRecord, ScriptContribution]]:
+        """Always-on scripts by lower-cased title, of extensions that are still loaded."""
+        return {key: entry for key, entry in self._scripts.items() if entry[0].state == "loaded"}
 
     def routes(self) -> list[tuple[ExtensionRecord, RouteContribution]]:
         return [(record, route) for record, _, route in self._each(lambda c: c.routes)]
