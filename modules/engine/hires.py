@@ -74,16 +74,3 @@ def upscale_pixels(pipe: Any, latents: torch.Tensor, resize: Callable[[Any], Any
         encoded = pipe.vae.encode(pixels).latent_dist.mean
     return (encoded * pipe.vae.config.scaling_factor).to(latents.dtype)
 
-
-def img2img_pipeline(pipe: Any) -> Any:
-    """An img2img pipeline over the same components: no weights are copied."""
-    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
-
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        img2img = StableDiffusionXLImg2ImgPipeline(**pipe.components)
-    else:
-        keys = StableDiffusionImg2ImgPipeline._get_signature_keys(StableDiffusionImg2ImgPipeline)[0]
-        components = {k: v for k, v in pipe.components.items() if k in keys}
-        img2img = StableDiffusionImg2ImgPipeline(**components, requires_safety_checker=False)
-    img2img.set_progress_bar_config(disable=True)
-    return img2img

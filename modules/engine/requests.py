@@ -10,14 +10,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modules.engine.controlnet.units import MAX_UNITS, ControlNetUnit
+from modules.engine.image_input import ImageValue
+
 MAX_SIDE = 8192  # a hard ceiling; the configurable size limit is applied on top by the API and the UI
 MAX_SEED = 2**32 - 1
 
 
-class Txt2ImgRequest(BaseModel):
-    """What txt2img needs. -1 seeds mean random; an empty sampler means the default one."""
+class GenerationRequest(BaseModel):
+    """What txt2img and img2img share. -1 seeds mean random; an empty sampler means the default one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -44,7 +47,39 @@ class Txt2ImgRequest(BaseModel):
     override_settings: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="checkpoint title or name; empty = the current one")
     vae: str | None = Field(None, description="'Automatic', 'None' or a VAE file name; empty = the setting")
-    # Hires fix
+    controlnet: list[ControlNetUnit] = Field(default_factory=list, description="ControlNet units (enabled ones run)")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, v: int, info: Any) -> int:
+        return _check_multiple_of_8(v, info.field_name)
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        return _check_no_nul(v)
+
+    @field_validator("controlnet")
+    @classmethod
+    def _unit_count(cls, v: list[ControlNetUnit]) -> list[ControlNetUnit]:
+        if sum(unit.enabled for unit in v) > MAX_UNITS:
+            raise ValueError(f"at most {MAX_UNITS} ControlNet units can be enabled")
+        return v
+
+    @model_validator(mode="after")
+    def _known_sampler(self) -> GenerationRequest:
+        # Checked here (pure Python, no torch) so a bad name is refused before the job is queued.
+        _check_sampler(self.sampler_name, self.scheduler)
+        return self
+
+    @property
+    def total_images(self) -> int:
+        return self.batch_size * self.n_iter
+
+
+class Txt2ImgRequest(GenerationRequest):
+    """txt2img: the shared fields plus hires fix."""
+
     enable_hr: bool = False
     hr_scale: float = Field(2.0, ge=1.0, le=8.0)
     hr_upscaler: str = "Latent"
@@ -57,32 +92,20 @@ class Txt2ImgRequest(BaseModel):
     hr_negative_prompt: str = ""
     denoising_strength: float = Field(0.7, ge=0.0, le=1.0)
 
-    @field_validator("width", "height", "hr_resize_x", "hr_resize_y")
+    @field_validator("hr_resize_x", "hr_resize_y")
     @classmethod
-    def _multiple_of_8(cls, v: int, info: Any) -> int:
-        if v % 8:
-            raise ValueError(f"{info.field_name} must be a multiple of 8 (got {v}; try {max(8, v // 8 * 8)})")
-        return v
+    def _hr_multiple_of_8(cls, v: int, info: Any) -> int:
+        return _check_multiple_of_8(v, info.field_name)
 
-    @field_validator("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
+    @field_validator("hr_prompt", "hr_negative_prompt")
     @classmethod
-    def _no_nul(cls, v: str) -> str:
-        if "\x00" in v:
-            raise ValueError("must not contain NUL characters")
-        return v
+    def _hr_no_nul(cls, v: str) -> str:
+        return _check_no_nul(v)
 
     @model_validator(mode="after")
-    def _known_sampler(self) -> Txt2ImgRequest:
-        # Checked here (pure Python, no torch) so a bad name is refused before the job is queued.
-        from modules.engine.samplers import resolve_sampler
-        from modules.errors import UserError
-
-        try:
-            resolve_sampler(self.sampler_name, self.scheduler)
-            if self.enable_hr and self.hr_sampler_name:
-                resolve_sampler(self.hr_sampler_name, self.hr_scheduler)
-        except UserError as e:
-            raise ValueError(e.message) from None
+    def _known_hr_sampler(self) -> Txt2ImgRequest:
+        if self.enable_hr and self.hr_sampler_name:
+            _check_sampler(self.hr_sampler_name, self.hr_scheduler)
         return self
 
     @model_validator(mode="after")
@@ -92,6 +115,80 @@ class Txt2ImgRequest(BaseModel):
                 raise ValueError("hires fix resize target must not be smaller than the first pass")
         return self
 
-    @property
-    def total_images(self) -> int:
-        return self.batch_size * self.n_iter
+
+# A1111's img2img resize modes, by index.
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+# A1111's "Masked content" choices, by index (`inpainting_fill`).
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+
+
+class Img2ImgRequest(GenerationRequest):
+    """img2img, sketch and inpaint (a mask turns it into inpainting). `width`/`height` are the output size the
+    init image is resized to with `resize_mode`."""
+
+    init_images: list[ImageValue] = Field(default_factory=list, description="base64 images (the first is used "
+                                          "for every image of the batch unless there are batch_size of them)")
+    mask: ImageValue = Field(None, description="base64 mask: white is repainted")
+    resize_mode: int = Field(0, ge=0, le=3, description="; ".join(f"{i}: {m}" for i, m in enumerate(RESIZE_MODES)))
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    image_cfg_scale: float | None = Field(None, ge=0.0, le=100.0)
+    mask_blur: int | None = Field(None, ge=0, le=256, description="sets mask_blur_x and mask_blur_y")
+    mask_blur_x: int = Field(4, ge=0, le=256)
+    mask_blur_y: int = Field(4, ge=0, le=256)
+    mask_round: bool = True
+    inpainting_fill: int = Field(0, ge=0, le=3, description="; ".join(f"{i}: {m}" for i, m in enumerate(MASKED_CONTENT)))
+    inpaint_full_res: bool = Field(True, description="inpaint area: true = only masked, false = whole picture")
+    inpaint_full_res_padding: int = Field(0, ge=0, le=1024)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0)
+    include_init_images: bool = False
+
+    @model_validator(mode="after")
+    def _one_blur(self) -> Img2ImgRequest:
+        if self.mask_blur is not None:
+            self.mask_blur_x = self.mask_blur_y = self.mask_blur
+        return self
+
+    @model_validator(mode="after")
+    def _has_image(self) -> Img2ImgRequest:
+        if not self.init_images:
+            raise ValueError("init_images: img2img needs an image")
+        return self
+
+
+class Img2ImgBatchRequest(Img2ImgRequest):
+    """img2img over a folder on the server: every image in `input_dir`, with the mask of the same name (any
+    extension) from `mask_dir` when given, saved to `output_dir` (or the usual img2img folder when empty)."""
+
+    init_images: list[ImageValue] = Field(default_factory=list)
+    input_dir: str
+    output_dir: str = ""
+    mask_dir: str = ""
+
+    @model_validator(mode="after")
+    def _has_image(self) -> Img2ImgBatchRequest:
+        if not self.input_dir.strip():
+            raise ValueError("input_dir: choose the folder of images to process")
+        return self
+
+
+def _check_multiple_of_8(v: int, name: str) -> int:
+    if v % 8:
+        raise ValueError(f"{name} must be a multiple of 8 (got {v}; try {max(8, v // 8 * 8)})")
+    return v
+
+
+def _check_no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+def _check_sampler(name: str, scheduler: str | None) -> None:
+    from modules.engine.samplers import resolve_sampler
+    from modules.errors import UserError
+
+    try:
+        resolve_sampler(name, scheduler)
+    except UserError as e:
+        raise ValueError(e.message) from None
