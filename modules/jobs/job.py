@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -55,6 +57,9 @@ class Job:
     error: str | None = None
     error_status: int | None = None  # the HTTP status an API answer should carry for this failure
     notes: list[str] = field(default_factory=list)
+    # Entered by the worker around this job only (an API request's temporary settings), so no other job can
+    # run while it is in force.
+    scope: Callable[[], AbstractContextManager[Any]] | None = field(default=None, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _interrupt: threading.Event = field(default_factory=threading.Event, repr=False)
     _skip: threading.Event = field(default_factory=threading.Event, repr=False)

@@ -13,6 +13,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +67,16 @@ class JobQueue:
 
     # -- submitting and reading ----------------------------------------------------------------------------
 
-    def submit(self, type_name: str, request: BaseModel | dict[str, Any]) -> Job:
+    def submit(self, type_name: str, request: BaseModel | dict[str, Any],
+               scope: Callable[[], AbstractContextManager[Any]] | None = None) -> Job:
+        """Queue a job. `scope`, when given, is entered by the worker around this job alone."""
         job_type = self._type(type_name)
         if not isinstance(request, job_type.request_model):
             try:
                 request = job_type.request_model.model_validate(request)
             except ValidationError as e:
                 raise from_validation(e, prefix=f"invalid {type_name} request: ") from None
-        job = Job(type=type_name, request=request)
+        job = Job(type=type_name, request=request, scope=scope)
         with self._cond:
             self._prune()
             self._jobs[job.id] = job
@@ -178,7 +181,8 @@ class JobQueue:
             else:
                 log.warning("a before_generate hook replaced the %s request with a %s; ignored", job.type,
                             type(event.request).__name__)
-            job.result = job_type.run(job.request, JobContext(job))
+            with job.scope() if job.scope is not None else nullcontext():
+                job.result = job_type.run(job.request, JobContext(job))
             self._hooks.fire("after_generate", GenerateEvent(job.type, job.request, job.result))
         except JobCancelled:
             self._finish(job, JobState.CANCELLED)

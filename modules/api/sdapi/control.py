@@ -12,8 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 
-from modules.api.sdapi.errors import Busy
 from modules.api.images import encode_png_b64
+from modules.api.sdapi.errors import Busy
 from modules.api.sdapi.info import CHECKPOINTS, checkpoint_title
 from modules.api.sdapi.models import ProgressResponse, ProgressState
 from modules.api.sdapi.overrides import OverrideGate

@@ -6,19 +6,19 @@ the API share one job queue, so settings that only exist globally are applied by
 
 * three popular keys become fields of the request itself and never touch global state:
   `sd_model_checkpoint` -> `checkpoint`, `sd_vae` -> `vae`, `CLIP_stop_at_last_layers` -> `clip_skip`;
-* any other registered setting is validated up front (unknown keys are a 400 listing the valid ones), then,
-  under the gate's lock, the gate waits for the queue to drain (so no job queued earlier runs with them),
-  applies them in memory (config.json is not written, as in A1111), runs the job, and restores the previous
-  values when `override_settings_restore_afterwards` is true. API requests without overrides pass the same lock
-  to submit, so they never start under another request's overrides, and two requests can never restore each
-  other's values. A job submitted from the UI while an override is in force is not gated (known limitation).
+* any other registered setting is validated up front (unknown keys are a 400 listing the valid ones), then
+  the job is queued with a scope that the worker enters around that job alone: it applies them in memory
+  (config.json is not written, as in A1111) and restores the previous values when
+  `override_settings_restore_afterwards` is true. Jobs run one at a time, so no other job, from the API or the
+  UI, ever runs under another request's overrides, and POST /options waits for the scope's lock so it never
+  saves a temporary value.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,6 @@ REQUEST_FIELDS: Mapping[str, str] = MappingProxyType({
     "sd_vae": "vae",
     "CLIP_stop_at_last_layers": "clip_skip",
 })
-_IDLE_POLL_S = 0.05
 
 
 @dataclass
@@ -103,26 +102,24 @@ class OverrideGate:
         self._jobs = jobs
         self._lock = threading.Lock()
 
-    def run(self, changes: Mapping[str, Any], restore: bool, submit: Callable[[], Job]) -> Job:
+    def run(self, type_name: str, request: Any, changes: Mapping[str, Any], restore: bool) -> Job:
         """Submit a job with `changes` in force while it runs and wait for it to finish. Blocks: call it from
         a worker thread, never from the event loop."""
-        if not changes:
-            with self._lock:
-                job = submit()
-            job.wait()
-            return job
+        scope = (lambda: self._applied(dict(changes), restore)) if changes else None
+        job = self._jobs.submit(type_name, request, scope=scope)
+        job.wait()
+        return job
+
+    @contextmanager
+    def _applied(self, changes: dict[str, Any], restore: bool) -> Iterator[None]:
         with self._lock:
-            while self._jobs.pending_count():
-                time.sleep(_IDLE_POLL_S)
             previous = {key: self._settings.get(key) for key in changes}
             self._settings.update(changes, save=False)
             try:
-                job = submit()
-                job.wait()
+                yield
             finally:
                 if restore:
                     self._settings.update(previous, save=False)
-        return job
 
     def exclusive(self) -> threading.Lock:
         """The lock itself, for changes that must not land in the middle of an override (POST /options)."""
