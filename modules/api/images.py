@@ -15,8 +15,8 @@ from typing import Any
 
 from PIL import Image
 
-from modules.engine.image_metadata import ImageFormat, encode_image
 from modules.engine.image_input import decode_b64_image
+from modules.engine.image_metadata import ImageFormat, encode_image
 
 __all__ = ["decode_b64_image", "encode_b64", "encode_png_b64"]
 

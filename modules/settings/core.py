@@ -51,6 +51,9 @@ def core_sections() -> list[Section]:
                    "int", minimum=1, maximum=3600),
             Option("api_max_request_mb", 50, "Largest REST request body (MB); bigger ones are refused unread",
                    "int", minimum=1, maximum=4096),
+            Option("api_enable_requests", False, "Let API clients send http(s) URLs for input images",
+                   "bool", help="The server fetches them itself; addresses on this machine or the private network "
+                   "are always refused."),
             Option("job_retention_minutes", 60, "Minutes a finished job's result stays retrievable", "int",
                    minimum=1, maximum=7 * 24 * 60),
         )),

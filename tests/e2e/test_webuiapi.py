@@ -60,7 +60,7 @@ def test_options_and_lists(server: RunningServer) -> None:
     assert [m["model_name"] for m in api.get_sd_models()] == ["tiny"]
     assert "automatic" in api.util_get_scheduler_names()
     assert api.get_cmd_flags()["api"] is True
-    assert api.get_face_restorers() == [] and api.get_scripts() == {"txt2img": [], "img2img": []}
+    assert api.get_face_restorers() == [] and api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
 
 
 def test_progress_and_interrupt(server: RunningServer) -> None:

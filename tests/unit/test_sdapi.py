@@ -166,6 +166,23 @@ def test_concurrent_overrides_never_leak(api: Api) -> None:
     assert api.get("/options").json()["samples_format"] == "png"
 
 
+def test_a_ui_job_queued_behind_an_override_does_not_see_it(api: Api) -> None:
+    """The UI submits straight to the queue; a job it queues while an API override is in force runs under the
+    user's own settings."""
+    before = set(saved(api.data))
+    blocker = api.services.jobs.submit("txt2img", {**SMALL, "steps": 12, "seed": 600, "do_not_save_samples": True})
+    thread = threading.Thread(target=api.post, args=("/txt2img", {**SMALL, "seed": 601, "save_images": True,
+                                                                   "override_settings": {"samples_format": "jpg"}}))
+    thread.start()
+    while api.services.jobs.pending_count() < 2:
+        time.sleep(0.01)
+    ui_job = api.services.jobs.submit("txt2img", {**SMALL, "seed": 602})
+    assert ui_job.wait(120) and blocker.wait(1)
+    thread.join(120)
+    names = {p.name.split("-", 1)[1] for p in set(saved(api.data)) - before}
+    assert names == {"601.jpg", "602.png"}
+
+
 def test_send_images_false_and_save_images_true(api: Api) -> None:
     assert api.txt2img(send_images=False)["images"] == []
     before, grids_before = set(saved(api.data)), set(saved(api.data, "txt2img-grids"))
@@ -239,7 +256,9 @@ def test_png_info_bad_input_is_400(api: Api, image: str, message: str) -> None:
     ({"override_settings": {"sd_vae": "nope.safetensors"}}, 400, "unknown VAE"),
     ({"enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}, 400, "unknown hires upscaler"),
     ({"script_name": "X/Y/Z plot"}, 501, "'X/Y/Z plot'"),
-    ({"alwayson_scripts": {"controlnet": {"args": []}}}, 422, "always on script controlnet not found"),
+    ({"alwayson_scripts": {"adetailer": {"args": []}}}, 422, "always on script adetailer not found"),
+    ({"alwayson_scripts": {"controlnet": {"args": [{"weight": "heavy"}]}}}, 400, "ControlNet unit 0: weight"),
+    ({"alwayson_scripts": {"ControlNet": {"args": ["canny"]}}}, 400, "must be an object"),
     ({"restore_faces": True}, 501, "face restoration is not available yet"),
     ({"tiling": True}, 501, "tiling is not available yet"),
 ])
@@ -252,9 +271,6 @@ def test_txt2img_mistakes_are_4xx_or_501(api: Api, fields: dict[str, Any], statu
 
 
 def test_features_not_landed_answer_501(api: Api) -> None:
-    r = api.post("/img2img", {"init_images": ["abc"], "prompt": "x"})
-    assert r.status_code == 501
-    assert r.json()["error"] == "NotImplemented" and r.json()["detail"] == "img2img is not available yet"
     for path in ("/extra-single-image", "/extra-batch-images", "/interrogate"):
         assert api.post(path, {"image": ""}).status_code == 501, path
     assert api.get("/face-restorers").json() == []
@@ -314,7 +330,7 @@ def test_lists_have_a1111_shapes(api: Api) -> None:
     assert {"name": "Latent"} in api.get("/latent-upscale-modes").json()
     assert api.get("/prompt-styles").json() == [{"name": "Film", "prompt": "{prompt}, film grain",
                                                  "negative_prompt": "cartoon"}]
-    assert api.get("/scripts").json() == {"txt2img": [], "img2img": []}
+    assert api.get("/scripts").json() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
     assert set(api.get("/embeddings").json()) == {"loaded", "skipped"}
     assert api.get("/sd-vae").json() == [] and api.get("/loras").json() == []
     memory = api.get("/memory").json()
@@ -374,14 +390,14 @@ def test_alwayson_scripts_are_routed_to_the_extension_that_registered_them(tmp_p
         def post(scripts: dict[str, Any]):  # type: ignore[no-untyped-def]
             return client.post("/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": scripts})
 
-        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == ["hello crash", "hello steps"]
+        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == ["controlnet", "hello crash", "hello steps"]
         r = post({"hello steps": {"args": [2]}})  # titles match case-insensitively, as in A1111
         assert r.status_code == 200, r.text
         assert infotext_params(r.json()["images"][0])["Steps"] == "2"
         bad = post({"Hello Steps": {"args": ["two"]}})
         assert bad.status_code == 400 and "positive step count" in bad.json()["detail"]
-        unknown = post({"ControlNet": {"args": []}})
-        assert unknown.status_code == 422 and "available: Hello Steps" in unknown.json()["detail"]
+        unknown = post({"ADetailer": {"args": []}})
+        assert unknown.status_code == 422 and "available: ControlNet, Hello Steps" in unknown.json()["detail"]
         crash = post({"Hello Crash": {"args": []}})
         assert crash.status_code == 500 and "failed inside extension hello" in crash.json()["detail"]
         states = {e["id"]: e["state"] for e in client.get("/studio/v1/extensions").json()["extensions"]}

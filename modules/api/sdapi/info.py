@@ -19,6 +19,7 @@ from modules.api.sdapi.models import (
     SDVaeItem,
     UpscalerItem,
 )
+from modules.api.sdapi.scripts import builtin_titles
 from modules.engine import hires
 from modules.engine.lora_files import file_metadata
 from modules.engine.samplers import list_samplers, list_schedulers
@@ -117,9 +118,10 @@ def router(services: Services) -> APIRouter:
 
     @r.get("/scripts", response_model=ScriptsList)
     def scripts() -> ScriptsList:
-        """A1111 lists script titles in lower case; ours are the always-on scripts extensions registered."""
-        titles = sorted(services.extensions.alwayson_scripts())
-        return ScriptsList(txt2img=titles)
+        """A1111 lists script titles in lower case; ours are ControlNet's and the always-on scripts extensions
+        registered, for both modes."""
+        titles = sorted({*builtin_titles(), *services.extensions.alwayson_scripts()})
+        return ScriptsList(txt2img=titles, img2img=titles)
 
     @r.get("/script-info")
     def script_info() -> list[dict[str, Any]]:

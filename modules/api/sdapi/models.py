@@ -1,9 +1,10 @@
 """Request and response bodies of /sdapi/v1, with A1111 1.10's field names and defaults.
 
-`Txt2ImgApiRequest` lists every field A1111's generated `StableDiffusionTxt2ImgProcessingAPI` model has, with the
-same defaults (so the API default sampler is "Euler" through `sampler_index`, steps 50, CFG 7, 512x512). Like
-A1111's pydantic v1 model it ignores keys it does not know. Range checks are not repeated here: the engine's
-`Txt2ImgRequest` owns them, and the adapter turns its messages into 400 answers.
+`Txt2ImgApiRequest` and `Img2ImgApiRequest` list every field A1111's generated
+`StableDiffusion{Txt2Img,Img2Img}ProcessingAPI` models have, with the same defaults (so the API default sampler is
+"Euler" through `sampler_index`, steps 50, CFG 7, 512x512). Like A1111's pydantic v1 models they ignore keys they
+do not know. Range checks are not repeated here: the engine's requests own them, and the adapter turns their
+messages into 400 answers.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class Txt2ImgApiRequest(BaseModel):
-    """POST /sdapi/v1/txt2img (A1111 1.10 `StableDiffusionTxt2ImgProcessingAPI`)."""
+class GenerationApiRequest(BaseModel):
+    """The fields A1111's txt2img and img2img API models share."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -52,6 +53,21 @@ class Txt2ImgApiRequest(BaseModel):
     disable_extra_networks: bool = False
     firstpass_image: str | None = None
     comments: dict[str, Any] | None = None
+    force_task_id: str | None = None
+    # API-only fields (A1111 adds them to the generated model).
+    sampler_index: str = "Euler"
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    infotext: str | None = None
+
+
+
+class Txt2ImgApiRequest(GenerationApiRequest):
+    """POST /sdapi/v1/txt2img (A1111 1.10 `StableDiffusionTxt2ImgProcessingAPI`)."""
+
     enable_hr: bool = False
     firstphase_width: int = 0
     firstphase_height: int = 0
@@ -65,16 +81,27 @@ class Txt2ImgApiRequest(BaseModel):
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
-    force_task_id: str | None = None
-    # API-only fields (A1111 adds them to the generated model).
-    sampler_index: str = "Euler"
-    script_name: str | None = None
-    script_args: list[Any] = Field(default_factory=list)
-    send_images: bool = True
-    save_images: bool = False
-    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
-    infotext: str | None = None
 
+
+class Img2ImgApiRequest(GenerationApiRequest):
+    """POST /sdapi/v1/img2img (A1111 1.10 `StableDiffusionImg2ImgProcessingAPI`)."""
+
+    init_images: list[str] | None = Field(default=None, description="base64 images (or http(s) URLs when the "
+                                          "'api_enable_requests' setting allows them)")
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = Field(default=None, description="base64 mask (or URL, as init_images): white is repainted")
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
 
 class TextToImageResponse(BaseModel):
     """A1111's `TextToImageResponse`: base64 images, the echoed request, and `Processed.js()` as a JSON string."""
@@ -82,6 +109,10 @@ class TextToImageResponse(BaseModel):
     images: list[str] | None = Field(default=None, description="base64 images, infotext embedded")
     parameters: dict[str, Any]
     info: str
+
+
+class ImageToImageResponse(TextToImageResponse):
+    """A1111's `ImageToImageResponse` (the same shape)."""
 
 
 class PngInfoRequest(BaseModel):
