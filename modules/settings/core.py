@@ -46,6 +46,16 @@ def core_sections() -> list[Section]:
             Option("upscaler_tile_overlap", 8, "Tile overlap for model upscalers (pixels)", "int", minimum=0,
                    maximum=512),
         )),
+        Section("face-restoration", "Face restoration", (
+            Option("face_restoration_model", "GFPGAN", "Face restoration model", "choice",
+                   choices=("GFPGAN", "RestoreFormer", "CodeFormer"),
+                   help="Weights go in models/GFPGAN. CodeFormer is offered only when spandrel-extra-arches is "
+                   "installed (its licence is non-commercial)."),
+            Option("code_former_weight", 0.5, "CodeFormer weight (0 = strongest effect, 1 = weakest)", "float",
+                   minimum=0.0, maximum=1.0, step=0.01),
+            Option("face_restoration_unload", False, "Move face restoration models from VRAM to RAM after use",
+                   "bool"),
+        )),
         Section("system", "System", (
             Option("extension_hook_timeout", 30, "Seconds an extension hook may run before it is marked failed",
                    "int", minimum=1, maximum=3600),

@@ -1,4 +1,4 @@
-"""Post-processing of finished images; for now the upscalers of the Extras tab and of hires fix.
+"""Post-processing of finished images: the upscalers of the Extras tab and of hires fix, and face restoration.
 
     upscalers = UpscalerRegistry(models, memory)          # once, at start; models has the upscaler kinds
     upscalers.names()                                     # ["None", "Lanczos", "Nearest", "4x-UltraSharp", ...]
@@ -13,6 +13,7 @@ Modules:
     spandrel_models: reading model files with spandrel and the errors for files that are not upscalers.
     tiling: feathered, overlapping tiled inference.
     image_modes: any PIL mode to RGB and back, alpha kept.
+    faces: face restoration (GFPGAN, RestoreFormer, opt-in CodeFormer) with facexlib detection and paste-back.
 """
 
 from modules.engine.postprocess.upscalers import (
