@@ -1,0 +1,185 @@
+"""img2img over a folder on the server (A1111's Batch tab): every image in input_dir, its mask from mask_dir,
+results in output_dir under the input's own name, or in outputs/img2img-images when output_dir is empty.
+
+Files that cannot be read are skipped with a note and the rest go on; so are images without a mask when a
+mask folder is given (A1111 skips them too). A mask folder holding one mask uses it for every image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modules import atomic
+from modules.engine.image_input import open_image_bytes, to_mask, to_rgb
+from modules.engine.image_metadata import encode_image
+from modules.engine.img2img.canvas import make_canvas
+from modules.engine.img2img.plan import check_canvases, make_plan, setting
+from modules.engine.img2img.run import SaveImage, generate, save_to_outputs
+from modules.engine.outputs import NamingContext, paths
+from modules.engine.records import info_block
+from modules.engine.requests import Img2ImgBatchRequest
+from modules.engine.results import GenerationResult
+from modules.engine.sampling import prompt_conditioning
+from modules.errors import UserError
+from modules.jobs import JobContext
+
+if TYPE_CHECKING:
+    from modules.access import AccessPolicy
+    from modules.engine.engine import Engine
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+# Images kept in the result for the gallery; the rest are only on disk (A1111's
+# img2img_batch_show_results_limit), so a folder of thousands does not sit in memory.
+RESULT_LIMIT = 32
+_MAX_NAME_TRIES = 1000
+
+
+def run_img2img_batch(engine: Engine, request: Img2ImgBatchRequest, ctx: JobContext,
+                      access: AccessPolicy | None = None) -> GenerationResult:
+    # 1. Server folders: allowed at all (the LAN rule), there, and holding images.
+    if access is not None:
+        access.check_server_paths("img2img batch from server folders", field="input_dir")
+    files = list_images(request.input_dir, "input_dir")
+    masks = list_images(request.mask_dir, "mask_dir") if request.mask_dir.strip() else []
+    output_dir = _output_dir(request.output_dir)
+
+    # 2. Sampler, size and steps; progress covers every file.
+    plan = make_plan(engine, request)
+    per_file = plan.steps * request.n_iter
+    total = per_file * len(files)
+
+    # 3. The checkpoint, and the prompts once for the whole folder.
+    ctx.progress(0, total, text="loading model")
+    model = engine.checkpoints.get(request.checkpoint, request.vae)
+    result, made = GenerationResult(), 0
+    with prompt_conditioning(engine, model, request, plan.conditioning_steps) as prompts:
+        # 4. File by file: read, prepare, generate, save; a bad file is a note, not the end of the job.
+        for number, path in enumerate(files):
+            if ctx.interrupted:
+                break
+            note = _prefixed(ctx, path.name)
+            try:
+                canvas = make_canvas(read_image(path), _mask_for(path, masks, request), request, note)
+                check_canvases(engine, [canvas])
+            except UserError as e:
+                note(f"skipped: {e.message}")
+                continue
+            save = _save_to_folder(engine, request, output_dir, path.stem) if output_dir else \
+                save_to_outputs(engine, request)
+            images = generate(engine, model, request, plan, prompts, [canvas], ctx, (number * per_file, total), save)
+            made += len(images)
+            result.images.extend(images[:max(0, RESULT_LIMIT - len(result.images))])
+    if made > len(result.images):
+        ctx.note(f"{made} images were made; the result holds the first {RESULT_LIMIT}.")
+
+    # 5. A1111's info block (no grid: A1111's batch makes none).
+    result.info = info_block(request, plan.choice, model, prompts.prompt, prompts.negative, result,
+                             request.denoising_strength)
+    ctx.progress(total, total, text="done")
+    return result
+
+
+def list_images(folder: str, field: str) -> list[Path]:
+    """The image files directly in `folder`, sorted by name."""
+    path = Path(folder.strip()).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{field}: the folder {path} does not exist (or is not a folder)", field=field)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{field}: {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", field=field)
+    return files
+
+
+def read_image(path: Path, mask: bool = False) -> Any:
+    """An image file as RGB (or a mask as "L"), upright as its EXIF says (A1111 reads batch files so).
+
+    Raises:
+        UserError: unreadable, not an image, truncated or corrupt.
+    """
+    from PIL import ImageOps
+
+    try:
+        image = open_image_bytes(path.read_bytes(), path.name)
+        image = ImageOps.exif_transpose(image)
+    except OSError as e:
+        raise UserError(f"could not read it: {e}") from None
+    return to_mask(image, path.name) if mask else to_rgb(image, path.name)
+
+
+def _mask_for(path: Path, masks: list[Path], request: Img2ImgBatchRequest) -> Any:
+    if not masks:
+        return None if request.mask is None else to_mask(request.mask, "mask")
+    if len(masks) == 1:
+        return read_image(masks[0], mask=True)
+    for mask in masks:
+        if mask.stem == path.stem:
+            return read_image(mask, mask=True)
+    raise UserError(f"no mask named {path.stem}.* in the mask folder")
+
+
+def _output_dir(folder: str) -> Path | None:
+    if not folder.strip():
+        return None
+    path = Path(folder.strip()).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)  # now, so a folder that cannot be made fails before the model loads
+    except OSError as e:
+        raise UserError(f"output_dir: cannot use {path}: {e.strerror or e}", field="output_dir") from None
+    return path
+
+
+def _prefixed(ctx: JobContext, name: str) -> Callable[[str], None]:
+    return lambda text: ctx.note(f"{name}: {text}")
+
+
+def _save_to_folder(engine: Engine, request: Img2ImgBatchRequest, folder: Path, stem: str) -> SaveImage:
+    """Save as <stem>.<ext> in `folder` (<stem>-<n>.<ext> when an input makes several images, as A1111 names
+    them), never over an existing file; encoded with the infotext as the image saver does."""
+    fmt = str(setting(engine, "samples_format", "png")).lower()
+    several = request.total_images > 1
+
+    def save(image: Any, context: NamingContext, infotext: str, number: int) -> Path:
+        base = f"{stem}-{number + 1}" if several else stem
+        data, ext = _encode(engine, image, fmt, infotext)
+        try:
+            path, marker = _claim(folder, base, ext)
+            try:
+                atomic.write_bytes(path, data)
+                if setting(engine, "save_txt", False):
+                    atomic.write_text(path.with_suffix(".txt"), f"{infotext}\n")
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            finally:
+                marker.unlink(missing_ok=True)
+        except OSError as e:  # a full disk or a folder gone read-only: every later file would fail the same way
+            raise UserError(f"could not save {base}.{ext} in {folder}: {e.strerror or e}") from None
+        return path
+
+    return save
+
+
+def _encode(engine: Engine, image: Any, fmt: str, infotext: str) -> tuple[bytes, str]:
+    embedded = infotext if setting(engine, "enable_pnginfo", True) else None
+    quality = int(setting(engine, "jpeg_quality", 80))
+    lossless = bool(setting(engine, "webp_lossless", False))
+    try:
+        return encode_image(image, fmt, embedded, quality=quality, lossless=lossless), fmt  # type: ignore[arg-type]
+    except (ValueError, OSError):
+        # Too big for JPEG/WebP, or an infotext too long for EXIF: PNG holds anything, as the saver falls back.
+        return encode_image(image, "png", embedded), "png"
+
+
+def _claim(folder: Path, base: str, ext: str) -> tuple[Path, Path]:
+    """A free name, held by a hidden marker (created with O_EXCL, as the image saver holds its names) until the
+    image is in place."""
+    for n in range(_MAX_NAME_TRIES):
+        name = f"{base}.{ext}" if n == 0 else f"{base}-{n}.{ext}"
+        path, marker = folder / name, folder / paths.reservation_marker(name)
+        if not path.exists() and atomic.reserve_exclusive(marker):
+            if not path.exists():
+                return path, marker
+            marker.unlink(missing_ok=True)
+    raise UserError(f"could not find a free file name for {base}.{ext} in {folder}")
