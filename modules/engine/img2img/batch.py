@@ -11,13 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modules import atomic
 from modules.engine.image_input import open_image_bytes, to_mask, to_rgb
-from modules.engine.image_metadata import encode_image
 from modules.engine.img2img.canvas import make_canvas
-from modules.engine.img2img.plan import check_canvases, make_plan, setting
+from modules.engine.img2img.plan import check_canvases, make_plan
 from modules.engine.img2img.run import SaveImage, generate, save_to_outputs
-from modules.engine.outputs import NamingContext, paths
+from modules.engine.outputs import NamingContext
 from modules.engine.records import info_block
 from modules.engine.requests import Img2ImgBatchRequest
 from modules.engine.results import GenerationResult
@@ -33,7 +31,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".
 # Images kept in the result for the gallery; the rest are only on disk (A1111's
 # img2img_batch_show_results_limit), so a folder of thousands does not sit in memory.
 RESULT_LIMIT = 32
-_MAX_NAME_TRIES = 1000
 
 
 def run_img2img_batch(engine: Engine, request: Img2ImgBatchRequest, ctx: JobContext,
@@ -136,50 +133,11 @@ def _prefixed(ctx: JobContext, name: str) -> Callable[[str], None]:
 
 def _save_to_folder(engine: Engine, request: Img2ImgBatchRequest, folder: Path, stem: str) -> SaveImage:
     """Save as <stem>.<ext> in `folder` (<stem>-<n>.<ext> when an input makes several images, as A1111 names
-    them), never over an existing file; encoded with the infotext as the image saver does."""
-    fmt = str(setting(engine, "samples_format", "png")).lower()
+    them), through the image saver so hooks, formats and the no-overwrite rule are the same as everywhere."""
     several = request.total_images > 1
 
     def save(image: Any, context: NamingContext, infotext: str, number: int) -> Path:
-        base = f"{stem}-{number + 1}" if several else stem
-        data, ext = _encode(engine, image, fmt, infotext)
-        try:
-            path, marker = _claim(folder, base, ext)
-            try:
-                atomic.write_bytes(path, data)
-                if setting(engine, "save_txt", False):
-                    atomic.write_text(path.with_suffix(".txt"), f"{infotext}\n")
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
-            finally:
-                marker.unlink(missing_ok=True)
-        except OSError as e:  # a full disk or a folder gone read-only: every later file would fail the same way
-            raise UserError(f"could not save {base}.{ext} in {folder}: {e.strerror or e}") from None
-        return path
+        return engine.saver.save_as(image, "img2img", folder, f"{stem}-{number + 1}" if several else stem, context,
+                                    infotext)
 
     return save
-
-
-def _encode(engine: Engine, image: Any, fmt: str, infotext: str) -> tuple[bytes, str]:
-    embedded = infotext if setting(engine, "enable_pnginfo", True) else None
-    quality = int(setting(engine, "jpeg_quality", 80))
-    lossless = bool(setting(engine, "webp_lossless", False))
-    try:
-        return encode_image(image, fmt, embedded, quality=quality, lossless=lossless), fmt  # type: ignore[arg-type]
-    except (ValueError, OSError):
-        # Too big for JPEG/WebP, or an infotext too long for EXIF: PNG holds anything, as the saver falls back.
-        return encode_image(image, "png", embedded), "png"
-
-
-def _claim(folder: Path, base: str, ext: str) -> tuple[Path, Path]:
-    """A free name, held by a hidden marker (created with O_EXCL, as the image saver holds its names) until the
-    image is in place."""
-    for n in range(_MAX_NAME_TRIES):
-        name = f"{base}.{ext}" if n == 0 else f"{base}-{n}.{ext}"
-        path, marker = folder / name, folder / paths.reservation_marker(name)
-        if not path.exists() and atomic.reserve_exclusive(marker):
-            if not path.exists():
-                return path, marker
-            marker.unlink(missing_ok=True)
-    raise UserError(f"could not find a free file name for {base}.{ext} in {folder}")

@@ -159,6 +159,16 @@ class ImageSaver:
         layout = _Layout(self.outputs_dir / f"{_checked_kind(kind)}-grids", "grid", short, use_dirs, "", fmt)
         return self._save(grid, kind, context, infotext, layout)
 
+    def save_as(
+        self, image: Image.Image, kind: str, folder: Path, stem: str, context: NamingContext, infotext: str | None
+    ) -> Path:
+        """Save under a name the caller chose, in a folder the user chose (img2img and extras batches into an
+        output folder): `<stem>.<ext>`, or `<stem>-N.<ext>` when that is taken (the `save_images_replace_action`
+        setting can make it replace). Hooks fire as for any other save."""
+        fmt = self._format(self._opt("samples_format"), image)
+        layout = _Layout(folder, "", True, False, "", fmt)
+        return self._save(image, kind, context, infotext, layout, _Target(folder, "", scrub(stem), False, fmt))
+
     def wants_grid(self, image_count: int) -> bool:
         """A1111's rule: grids are saved when `grid_save` is on, unless one image and `grid_only_if_multiple`."""
         return bool(self._opt("grid_save")) and not (image_count < 2 and self._opt("grid_only_if_multiple"))
@@ -244,12 +254,14 @@ class ImageSaver:
     # --- writing -----------------------------------------------------------------------------------------
 
     def _save(
-        self, image: Image.Image, kind: str, context: NamingContext, infotext: str | None, layout: _Layout
+        self, image: Image.Image, kind: str, context: NamingContext, infotext: str | None, layout: _Layout,
+        target: _Target | None = None,
     ) -> Path:
-        """Name, fire before_image_saved, encode, write atomically, fire image_saved."""
-        max_words = int(self._opt("directories_max_prompt_words"))
-        gen = FilenameGenerator(context, image, self._clock(), max_words, self._max_part_length)
-        target = self._target(gen, layout)
+        """Name (unless `target` is given), fire before_image_saved, encode, write atomically, fire image_saved."""
+        if target is None:
+            max_words = int(self._opt("directories_max_prompt_words"))
+            gen = FilenameGenerator(context, image, self._clock(), max_words, self._max_part_length)
+            target = self._target(gen, layout)
         try:
             claim = self._claim(target)
             event = ImageSaveEvent(image, claim.path, infotext, kind, _event_params(context, layout))
