@@ -303,7 +303,7 @@ def test_batch_without_output_dir_uses_img2img_images(studio, tmp_path: Path) ->
 @pytest.mark.parametrize("fields, message", [
     ({"input_dir": "/nowhere/at/all"}, "input_dir: the folder /nowhere/at/all does not exist"),
     ({"mask_dir": "/nowhere/masks"}, "mask_dir: the folder /nowhere/masks does not exist"),
-    ({"output_dir": "{tmp}/x.png"}, "output_dir: cannot use"),  # a file, not a folder
+    ({"output_dir": "{tmp}/x.png"}, "is a file, not a folder"),
 ])
 def test_batch_bad_folders(studio, tmp_path: Path, fields, message: str) -> None:
     noise_image().save(tmp_path / "x.png")

@@ -271,7 +271,7 @@ def test_txt2img_mistakes_are_4xx_or_501(api: Api, fields: dict[str, Any], statu
 
 
 def test_features_not_landed_answer_501(api: Api) -> None:
-    for path in ("/extra-single-image", "/extra-batch-images", "/interrogate"):
+    for path in ("/interrogate", "/create/embedding", "/train/hypernetwork"):
         assert api.post(path, {"image": ""}).status_code == 501, path
     assert api.get("/face-restorers").json() == []
 

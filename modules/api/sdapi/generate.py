@@ -37,8 +37,6 @@ RequestT = TypeVar("RequestT", bound=GenerationRequest)
 _SAME = frozenset({"", "Use same sampler", "Use same scheduler", "Use same checkpoint"})
 # Generation routes A1111 has whose features have not landed here yet: path -> what the 501 names.
 NOT_YET: MappingProxyType[str, str] = MappingProxyType({
-    "/extra-single-image": "extras (upscaling and face restoration)",
-    "/extra-batch-images": "extras (upscaling and face restoration)",
     "/interrogate": "interrogate (CLIP/DeepDanbooru captions)",
     "/create/embedding": "creating embeddings",
     "/create/hypernetwork": "creating hypernetworks",

@@ -109,8 +109,8 @@ def router(services: Services) -> APIRouter:
 
     @r.get("/face-restorers")
     def face_restorers() -> list[dict[str, Any]]:
-        """Face restoration has not landed yet, so there are none."""
-        return []
+        """A1111's list: `{name, cmd_dir}` for each face restorer (GFPGAN, CodeFormer) that can run here."""
+        return engine.face_restorers.api_list()
 
     @r.get("/realesrgan-models")
     def realesrgan_models() -> list[dict[str, Any]]:

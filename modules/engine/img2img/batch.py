@@ -20,6 +20,7 @@ from modules.engine.records import info_block
 from modules.engine.requests import Img2ImgBatchRequest
 from modules.engine.results import GenerationResult
 from modules.engine.sampling import prompt_conditioning
+from modules.engine.server_folders import list_images, output_folder
 from modules.errors import UserError
 from modules.jobs import JobContext
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from modules.access import AccessPolicy
     from modules.engine.engine import Engine
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 # Images kept in the result for the gallery; the rest are only on disk (A1111's
 # img2img_batch_show_results_limit), so a folder of thousands does not sit in memory.
 RESULT_LIMIT = 32
@@ -40,7 +40,7 @@ def run_img2img_batch(engine: Engine, request: Img2ImgBatchRequest, ctx: JobCont
         access.check_server_paths("img2img batch from server folders", field="input_dir")
     files = list_images(request.input_dir, "input_dir")
     masks = list_images(request.mask_dir, "mask_dir") if request.mask_dir.strip() else []
-    output_dir = _output_dir(request.output_dir)
+    output_dir = output_folder(request.output_dir)
 
     # 2. Sampler, size and steps; progress covers every file.
     plan = make_plan(engine, request)
@@ -78,17 +78,6 @@ def run_img2img_batch(engine: Engine, request: Img2ImgBatchRequest, ctx: JobCont
     return result
 
 
-def list_images(folder: str, field: str) -> list[Path]:
-    """The image files directly in `folder`, sorted by name."""
-    path = Path(folder.strip()).expanduser()
-    if not path.is_dir():
-        raise UserError(f"{field}: the folder {path} does not exist (or is not a folder)", field=field)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise UserError(f"{field}: {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", field=field)
-    return files
-
-
 def read_image(path: Path, mask: bool = False) -> Any:
     """An image file as RGB (or a mask as "L"), upright as its EXIF says (A1111 reads batch files so).
 
@@ -114,17 +103,6 @@ def _mask_for(path: Path, masks: list[Path], request: Img2ImgBatchRequest) -> An
         if mask.stem == path.stem:
             return read_image(mask, mask=True)
     raise UserError(f"no mask named {path.stem}.* in the mask folder")
-
-
-def _output_dir(folder: str) -> Path | None:
-    if not folder.strip():
-        return None
-    path = Path(folder.strip()).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)  # now, so a folder that cannot be made fails before the model loads
-    except OSError as e:
-        raise UserError(f"output_dir: cannot use {path}: {e.strerror or e}", field="output_dir") from None
-    return path
 
 
 def _prefixed(ctx: JobContext, name: str) -> Callable[[str], None]:
