@@ -23,8 +23,9 @@ from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
 from modules.downloads import Catalogue, DownloadManager
 from modules.engine.engine import Engine
+from modules.engine.extras import ExtrasRequest
 from modules.engine.postprocess import extra_model_kinds
-from modules.engine.requests import Txt2ImgRequest
+from modules.engine.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
 from modules.jobs import JobQueue, JobType
 from modules.model_registry import HashCache, ModelRegistry, core_kinds
 from modules.paths import DataPaths
@@ -87,12 +88,17 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
     engine = Engine(args, models, paths.outputs, paths.cache, paths.styles_file, settings.get, hooks)
     jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img))
+    access = AccessPolicy.from_args(args)
+    # Folder jobs check the LAN rule themselves too: /studio/v1/jobs can submit them without the UI or /sdapi.
+    jobs.register(JobType("img2img", Img2ImgRequest, engine.img2img))
+    jobs.register(JobType("img2img-batch", Img2ImgBatchRequest,
+                          lambda request, ctx: engine.img2img_batch(request, ctx, access)))
+    jobs.register(JobType("extras", ExtrasRequest, lambda request, ctx: engine.extras(request, ctx, access)))
     extensions.apply_job_types(jobs)
     downloads = DownloadManager(paths.model_folder, paths.tmp, Catalogue.with_defaults())
     download_jobs = JobQueue(HookRegistry(), retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
     downloads.register_job_type(download_jobs)
 
-    access = AccessPolicy.from_args(args)
     ui_logins, api_logins = auth.from_args(args)
     installer = ExtensionInstaller(paths.extensions, paths.tmp)
     services = Services(

@@ -10,16 +10,18 @@ import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modules.engine.controlnet.models import ControlNetCache
 from modules.engine.embeddings import EmbeddingDatabase
 from modules.engine.hires import hires_upscalers
 from modules.engine.outputs import ImageSaver
 from modules.engine.postprocess import UpscalerRegistry
+from modules.engine.postprocess.faces import FaceRestorers
 from modules.engine.lora import LoraCache
 from modules.engine.memory import MemoryConfig, MemoryManager
 from modules.engine.model_cache import CheckpointCache
-from modules.engine.requests import Txt2ImgRequest
+from modules.engine.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
 from modules.engine.results import GenerationResult
 from modules.engine.styles import StyleStore
 from modules.engine.tokens import TokenCounter
@@ -27,6 +29,9 @@ from modules.errors import UserError
 from modules.extensions.hooks import HookRegistry
 from modules.jobs import JobContext
 from modules.model_registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from modules.access import AccessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ class Engine:
         self.styles = StyleStore(styles_file)
         self.tokens = TokenCounter(cache, self._loaded_tokenizer)
         self.upscalers = UpscalerRegistry(models, self.memory)
+        self.controlnets = ControlNetCache(models, self.memory, cache)  # loaded ControlNets and annotators
+        self.face_restorers = FaceRestorers(models, self.memory, settings_get)
         self.last_step_seconds: float | None = None
 
     def memory_settings(self) -> dict[str, Any]:
@@ -61,6 +68,27 @@ class Engine:
 
         self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
         return run_txt2img(self, request, ctx)
+
+    def img2img(self, request: Img2ImgRequest, ctx: JobContext) -> GenerationResult:
+        from modules.engine.img2img import run_img2img
+
+        self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
+        return run_img2img(self, request, ctx)
+
+    def img2img_batch(self, request: Img2ImgBatchRequest, ctx: JobContext,
+                      access: AccessPolicy | None = None) -> GenerationResult:
+        """`access`: the LAN rule for server folders, checked again here in case a caller skipped it."""
+        from modules.engine.img2img import run_img2img_batch
+
+        self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
+        return run_img2img_batch(self, request, ctx, access)
+
+    def extras(self, request: Any, ctx: JobContext, access: AccessPolicy | None = None) -> Any:
+        """Upscale and restore faces (the "extras" job): an `ExtrasRequest` in, an `ExtrasResult` out. `access`:
+        the LAN rule for a server folder, checked again here since the job API can submit one directly."""
+        from modules.engine.extras.run import run_extras
+
+        return run_extras(self, request, ctx, access)
 
     def _loaded_tokenizer(self) -> Any:
         current = self.checkpoints.current

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modules.engine import hires
+from modules.engine.controlnet.plan import ControlPlan, controlled_pipeline, prepare_control
 from modules.engine.infotext import build_infotext
-from modules.engine.pipelines import pipeline_for
 from modules.engine.records import VERSION, base_params, info_block, naming, save_grid
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.results import GeneratedImage, GenerationResult
@@ -48,6 +48,11 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
     ctx.progress(0, total, text="loading model")
     model = engine.checkpoints.get(request.checkpoint, request.vae)
 
+    # 2b. ControlNet units: their models and control images, for the first pass and the hires pass.
+    control = prepare_control(engine, model, request.controlnet, request.width, request.height,
+                              hires=plan.hr_size is not None, seed=max(request.seed, 0))
+    controls = (control, control.for_hires(*plan.hr_size) if control and plan.hr_size else None)
+
     # 3. Styles, LoRA and prompts to conditioning (see sampling.prompt_conditioning).
     with prompt_conditioning(engine, model, request, plan.steps) as prompts:
         conds = prompts.conds
@@ -67,13 +72,14 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
                 break
             batch_seeds = seeds[iteration * request.batch_size:(iteration + 1) * request.batch_size]
             offset = iteration * plan.steps_per_batch
-            images = _sample_batch(engine, model, request, plan, (conds, hr_conds), batch_seeds,
+            images = _sample_batch(engine, model, request, plan, (conds, hr_conds), controls, batch_seeds,
                                    Progress(ctx, offset, total, model.family.startswith("sdxl"),
                                             engine.preview_every()))
             if images is None:  # skipped
                 continue
             for index, (image, s) in enumerate(zip(images, batch_seeds, strict=True)):
-                infotext = build_infotext(prompt, negative, {**_params(request, plan, model, s), **extra})
+                infotext = build_infotext(prompt, negative, {**_params(request, plan, model, s), **extra,
+                                                             **(control.infotext() if control else {})})
                 generated = GeneratedImage(image, s.seed, s.subseed, infotext)
                 if not request.do_not_save_samples:
                     generated.path = engine.saver.save(image, "txt2img",
@@ -84,6 +90,8 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
     save_grid(engine, request, model, result, "txt2img")
     result.info = info_block(request, plan.choice, model, prompt, negative, result,
                              request.denoising_strength if plan.hr_size else None)
+    if control:  # sd-webui-controlnet returns each unit's control image after the results
+        result.images.extend(GeneratedImage(image, -1, -1, "") for image in control.detected_maps)
     ctx.progress(total, total, text="done")
     return result
 
@@ -103,24 +111,26 @@ def _plan(engine: Engine, request: Txt2ImgRequest) -> Plan:
 
 
 def _sample_batch(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgRequest, plan: Plan,
-                  conds: tuple[Conds, Conds], seeds: list[ImageSeeds], progress: Progress) -> list[Any] | None:
+                  conds: tuple[Conds, Conds], controls: tuple[ControlPlan | None, ControlPlan | None],
+                  seeds: list[ImageSeeds], progress: Progress) -> list[Any] | None:
     import torch
 
     pipe = model.pipe
     first, hr_conds = conds
     pipe.scheduler = make_scheduler(plan.choice, model.scheduler_config)
+    first_pipe, control_kwargs = controlled_pipeline(pipe, "txt2img", controls[0], len(seeds))
     shape = (4, request.height // pipe.vae_scale_factor, request.width // pipe.vae_scale_factor)
     with engine.memory.use(pipe), torch.inference_mode():
         latents = initial_noise(seeds, shape, engine.memory.device, pipe.unet.dtype)
         kwargs = embeds_kwargs(first, len(seeds), model.family.startswith("sdxl"))
         kwargs.update(width=request.width, height=request.height, num_inference_steps=plan.steps,
                       guidance_scale=request.cfg_scale, latents=latents, output_type="latent",
-                      **progress.kwargs(engine, plan.steps, first, len(seeds)))
-        latents = run_pipe(engine, pipe, kwargs)
+                      **progress.kwargs(engine, plan.steps, first, len(seeds)), **control_kwargs)
+        latents = run_pipe(engine, first_pipe, kwargs)
         if progress.skipped:
             return None
         if plan.hr_size and not progress.ctx.interrupted:
-            latents = _hires_pass(engine, model, request, plan, hr_conds, latents, seeds, progress)
+            latents = _hires_pass(engine, model, request, plan, hr_conds, controls[1], latents, seeds, progress)
             if progress.skipped:
                 return None
         engine.memory.vae_tiling_for(pipe, latents.shape[-1] * 8, latents.shape[-2] * 8)
@@ -131,7 +141,7 @@ def _sample_batch(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgReque
 
 
 def _hires_pass(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgRequest, plan: Plan, conds: Conds,
-                latents: Any, seeds: list[ImageSeeds], progress: Progress) -> Any:
+                control: ControlPlan | None, latents: Any, seeds: list[ImageSeeds], progress: Progress) -> Any:
     import torch
 
     width, height = plan.hr_size  # type: ignore[misc]
@@ -142,14 +152,15 @@ def _hires_pass(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgRequest
         upscaled = hires.upscale_pixels(model.pipe, latents, lambda image: engine.upscalers.upscale(
             image, request.hr_upscaler, size=(width, height), tile=tile, overlap=overlap,
             max_pixels=engine.settings_get("max_image_pixels"), check=progress.ctx.check))
-    img2img = pipeline_for(model.pipe, "img2img")
+    # ControlNet units whose hr_option includes the hires pass run in it, at the hires size.
+    img2img, control_kwargs = controlled_pipeline(model.pipe, "img2img", control, len(seeds))
     img2img.scheduler = make_scheduler(plan.hr_choice, model.scheduler_config)
     generators = [torch.Generator("cpu").manual_seed(s.seed + 1) for s in seeds]
     kwargs = embeds_kwargs(conds, len(seeds), model.family.startswith("sdxl"))
     kwargs.update(image=upscaled, strength=request.denoising_strength,
                   num_inference_steps=request.hr_second_pass_steps or request.steps,
                   guidance_scale=request.cfg_scale, generator=generators, output_type="latent",
-                  **progress.kwargs(engine, plan.hr_steps, conds, len(seeds), "hires step"))
+                  **progress.kwargs(engine, plan.hr_steps, conds, len(seeds), "hires step"), **control_kwargs)
     return run_pipe(engine, img2img, kwargs)
 
 

@@ -34,7 +34,9 @@ class ControlNetUnit(BaseModel):
     weight: float = Field(1.0, ge=0.0, le=2.0)
     resize_mode: ResizeMode = "Crop and Resize"
     low_vram: bool = False
-    processor_res: int = Field(512, ge=64, le=4096)
+    # -1 (or a value outside the module's slider range, or leaving it out) means the module's default, as in
+    # sd-webui-controlnet's API; so do -1 thresholds.
+    processor_res: int = Field(512, ge=-1, le=4096)
     threshold_a: float = 64
     threshold_b: float = 64
     guidance_start: float = Field(0.0, ge=0.0, le=1.0)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from modules.engine.image_input import open_image_bytes, to_mask, to_rgb
 from modules.engine.img2img.canvas import make_canvas
 from modules.engine.img2img.plan import check_canvases, make_plan
-from modules.engine.img2img.run import SaveImage, generate, save_to_outputs
+from modules.engine.img2img.run import SaveImage, control_for, generate, save_to_outputs
 from modules.engine.outputs import NamingContext
 from modules.engine.records import info_block
 from modules.engine.requests import Img2ImgBatchRequest
@@ -60,12 +60,14 @@ def run_img2img_batch(engine: Engine, request: Img2ImgBatchRequest, ctx: JobCont
             try:
                 canvas = make_canvas(read_image(path), _mask_for(path, masks, request), request, note)
                 check_canvases(engine, [canvas])
+                control = control_for(engine, model, request, canvas)
             except UserError as e:
                 note(f"skipped: {e.message}")
                 continue
             save = _save_to_folder(engine, request, output_dir, path.stem) if output_dir else \
                 save_to_outputs(engine, request)
-            images = generate(engine, model, request, plan, prompts, [canvas], ctx, (number * per_file, total), save)
+            images = generate(engine, model, request, plan, prompts, [canvas], ctx, (number * per_file, total), save,
+                              control)
             made += len(images)
             result.images.extend(images[:max(0, RESULT_LIMIT - len(result.images))])
     if made > len(result.images):

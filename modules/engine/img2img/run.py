@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modules.engine.controlnet.plan import ControlPlan, prepare_control
 from modules.engine.img2img.canvas import Canvas, prepare_canvases
 from modules.engine.img2img.params import img2img_params
 from modules.engine.img2img.plan import Plan, batch_for, check_canvases, make_plan
-from modules.engine.img2img.sample import Control, sample_batch
+from modules.engine.img2img.sample import sample_batch
 from modules.engine.infotext import build_infotext
 from modules.engine.outputs import NamingContext
 from modules.engine.records import info_block, naming, save_grid
@@ -36,33 +37,35 @@ def run_img2img(engine: Engine, request: Img2ImgRequest, ctx: JobContext) -> Gen
     request = batch_for(request, canvases, ctx.note)
     total = plan.steps * request.n_iter
 
-    # 2. The checkpoint.
+    # 2. The checkpoint, then ControlNet units (their models and control images).
     ctx.progress(0, total, text="loading model")
     model = engine.checkpoints.get(request.checkpoint, request.vae)
+    control = control_for(engine, model, request, canvases[0])
 
     # 3. Prompts to conditioning, then batch by batch: sample, paste back onto the original, save.
     with prompt_conditioning(engine, model, request, plan.conditioning_steps) as prompts:
         result = GenerationResult()
         result.images = generate(engine, model, request, plan, prompts, canvases, ctx, (0, total),
-                                 save_to_outputs(engine, request))
+                                 save_to_outputs(engine, request), control)
 
     # 4. A grid for multi-image jobs, and A1111's info block.
     save_grid(engine, request, model, result, "img2img")
     result.info = info_block(request, plan.choice, model, prompts.prompt, prompts.negative, result,
                              request.denoising_strength)
+    if control:  # sd-webui-controlnet returns each unit's control image after the results
+        result.images.extend(GeneratedImage(image, -1, -1, "") for image in control.detected_maps)
     ctx.progress(total, total, text="done")
     return result
 
 
 def generate(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest, plan: Plan, prompts: Prompts,
-             canvases: list[Canvas], ctx: JobContext, span: tuple[int, int], save: SaveImage
-             ) -> list[GeneratedImage]:
+             canvases: list[Canvas], ctx: JobContext, span: tuple[int, int], save: SaveImage,
+             control: ControlPlan | None = None) -> list[GeneratedImage]:
     """Every image of one init image (or one set of them): n_iter batches of batch_size. `span` is (steps done
     before, total steps of the job) for the progress bar; the batch run over a folder calls this per file."""
-    # 1. Seeds (A1111 numbering), ControlNet, and what every image's infotext shares.
+    # 1. Seeds (A1111 numbering), and what every image's infotext shares.
     seeds = seeds_for_job(request.seed, request.subseed, request.subseed_strength, request.total_images)
-    control = controlnet_for(engine, model, request, canvases, ctx)
-    extra = prompts.extra_params(engine)
+    extra = {**prompts.extra_params(engine), **(control.infotext() if control else {})}
     masked = any(c.mask is not None for c in canvases)
     offset, total = span
 
@@ -92,16 +95,12 @@ def generate(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest, p
     return images
 
 
-def controlnet_for(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest, canvases: list[Canvas],
-                   ctx: JobContext) -> Control:
-    """The one place ControlNet plugs in: the ControlNet model (or MultiControlNetModel) that `pipeline_for`
-    builds the pipeline around, and the extra pipeline keyword arguments (control_image — a unit without an
-    image uses the init image, `canvases[i].pixels` — controlnet_conditioning_scale, control_guidance_start/end)
-    merged into every batch's call. modules.engine.controlnet is not wired in yet."""
-    message = "ControlNet units are not applied to img2img yet; the images were made without them."
-    if any(unit.enabled for unit in request.controlnet) and message not in ctx.job.notes:  # once per batch job
-        ctx.note(message)
-    return None, {}
+def control_for(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest,
+                canvas: Canvas) -> ControlPlan | None:
+    """The request's ControlNet units; a unit without its own image uses the init image as prepared for sampling
+    (sd-webui-controlnet's behaviour in img2img)."""
+    return prepare_control(engine, model, request.controlnet, request.width, request.height, init_image=canvas.pixels,
+                           init_resize_mode=request.resize_mode, seed=max(request.seed, 0))
 
 
 def save_to_outputs(engine: Engine, request: Img2ImgRequest) -> SaveImage:

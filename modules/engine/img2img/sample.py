@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from modules.engine.controlnet.plan import ControlPlan, controlled_pipeline
 from modules.engine.img2img import latents as lat
 from modules.engine.img2img.plan import Plan
-from modules.engine.pipelines import pipeline_for
 from modules.engine.requests import Img2ImgRequest
 from modules.engine.samplers import make_scheduler
 from modules.engine.sampling import Conds, Progress, embeds_kwargs, run_pipe
@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from modules.engine.img2img.canvas import Canvas
     from modules.engine.model_cache import LoadedCheckpoint
 
-# (the ControlNet model for pipeline_for or None, extra pipeline keyword arguments)
-Control = tuple[Any, dict[str, Any]]
-
 
 def is_inpainting_model(pipe: Any) -> bool:
     return pipe.unet.config.in_channels == 9
@@ -28,7 +25,7 @@ def is_inpainting_model(pipe: Any) -> bool:
 
 def sample_batch(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest, plan: Plan, conds: Conds,
                  canvases: list[Canvas], seeds: list[ImageSeeds], progress: Progress,
-                 control: Control) -> list[Any] | None:
+                 control: ControlPlan | None) -> list[Any] | None:
     """The decoded images of one batch (canvas i gives image i), or None when the user skipped it."""
     import torch
 
@@ -38,8 +35,7 @@ def sample_batch(engine: Engine, model: LoadedCheckpoint, request: Img2ImgReques
     width, height = request.width, request.height
     masked = any(c.mask is not None for c in canvases)
     inpaint = masked or is_inpainting_model(pipe)
-    controlnet, control_kwargs = control
-    runner = pipeline_for(pipe, "inpaint" if inpaint else "img2img", controlnet=controlnet)
+    runner, control_kwargs = controlled_pipeline(pipe, "inpaint" if inpaint else "img2img", control, len(seeds))
     runner.scheduler = make_scheduler(plan.choice, model.scheduler_config)
     shape = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
 
@@ -63,6 +59,11 @@ def sample_batch(engine: Engine, model: LoadedCheckpoint, request: Img2ImgReques
                           **progress.kwargs(engine, plan.steps, conds, len(seeds)))
             if inpaint:
                 kwargs.update(_inpaint_kwargs(engine, pipe, canvases, plan, init, noise, width, height))
+                if control_kwargs:
+                    # diffusers' ControlNet inpaint pipelines blank and encode `image` themselves and take no
+                    # masked_image_latents: they get the pixels (our seeded noise still goes in through add_noise).
+                    kwargs.update(image=[c.pixels for c in canvases])
+                    kwargs.pop("masked_image_latents")
             kwargs.update(control_kwargs)
             with lat.noise_from(runner.scheduler, noise):
                 latents = run_pipe(engine, runner, kwargs)
