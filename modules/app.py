@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from modules import server
+from modules.api import controlnet as controlnet_api
 from modules.api import downloads as downloads_api
 from modules.api import errors as api_errors
 from modules.api import jobs as jobs_api
@@ -41,6 +42,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(downloads_api.router(services.downloads, services.download_jobs))
     if services.api_enabled:  # /sdapi/v1 only with --api or --nowebui, as in A1111
         app.include_router(sdapi.router(services))
+        app.include_router(controlnet_api.router(services))
     _add_extension_routes(app, services)
     if services.args.nowebui:
         _add_api_only_root(app)

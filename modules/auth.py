@@ -18,7 +18,7 @@ from typing import Any
 from modules.cli import CliError
 
 # Paths served by our REST adapters (the Gradio UI guards its own routes with its login page).
-REST_PREFIXES = ("/sdapi/", "/studio/", "/ext/", "/docs", "/redoc", "/openapi.json")
+REST_PREFIXES = ("/sdapi/", "/controlnet/", "/studio/", "/ext/", "/docs", "/redoc", "/openapi.json")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

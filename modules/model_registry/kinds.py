@@ -35,8 +35,8 @@ class ModelKind:
         folders: Folders scanned recursively, in order; the first folder wins when two hold the same name.
         extensions: File suffixes that count as models, lowercase, with the dot; multi-part suffixes such
             as ".pth.tar" are allowed and the longest matching suffix is the one removed from the name.
-        exclude_patterns: fnmatch patterns on the entry name (case-insensitive) that are never models,
-            e.g. "*.vae.*" keeps VAE files out of the checkpoint list as A1111 does.
+        exclude_patterns: fnmatch patterns on the entry name (case-insensitive) that are never models (nor
+            entered, for folders), e.g. "*.vae.*" keeps VAE files out of the checkpoint list as A1111 does.
         allow_dirs: A folder holding `model_index.json` or `config.json` is one model (diffusers layout)
             and is not descended into.
         owner: "core", or the id of the extension that added the kind.
@@ -102,6 +102,7 @@ def core_kinds(paths: ModelPaths) -> list[ModelKind]:
         kind("Lora", (".safetensors", ".pt", ".ckpt")),
         kind("ESRGAN", (".pth", ".pt", ".safetensors")),
         kind("GFPGAN", (".pth", ".safetensors")),
-        kind("ControlNet", (".safetensors", ".pth", ".bin", ".ckpt"), allow_dirs=True),
+        # annotators/ holds the preprocessors' weights (depth, openpose, ...), which are not ControlNets.
+        kind("ControlNet", (".safetensors", ".pth", ".pt", ".bin", ".ckpt"), ("annotators",), allow_dirs=True),
         ModelKind(name="embeddings", folders=(paths.embeddings,), extensions=(".pt", ".bin", ".safetensors")),
     ]

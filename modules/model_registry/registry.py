@@ -310,8 +310,10 @@ def _scan_folder(kind: ModelKind, root: Path, visited: set[tuple[int, int]]) -> 
                 continue
             relative = prefix + entry.name
             if stat.S_ISDIR(st.st_mode):
+                if kind.is_excluded(entry.name):
+                    continue  # an excluded folder is not entered either (ControlNet's annotators/)
                 if kind.allow_dirs and _is_model_dir(path):
-                    if not kind.is_excluded(entry.name) and _mark_visited(st, visited):
+                    if _mark_visited(st, visited):
                         found.append(_dir_model(kind, relative, path, st.st_mtime))
                 else:
                     stack.append((path, relative + "/"))

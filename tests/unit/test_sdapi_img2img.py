@@ -1,5 +1,6 @@
-"""POST /sdapi/v1/img2img in-process, on tiny random-weight checkpoints: what an A1111 client sends (base64 init
-images, masks, infotext, override_settings, URLs) and gets back, and a clear 4xx/501 for every mistake."""
+"""POST /sdapi/v1/img2img and sd-webui-controlnet's API in-process, on tiny random-weight models: what an A1111
+client sends (base64 init images, masks, infotext, override_settings, URLs, ControlNet units) and gets back, and a
+clear 4xx/501 for every mistake."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from modules.app import create_app
 from modules.engine.image_metadata import read_image_info
 from modules.engine.infotext import parse_infotext
 from modules.services import build_services
+from tests.fixtures.tiny_controlnet import save_tiny_controlnet
 from tests.fixtures.tiny_models import save_tiny_checkpoint
 
 SMALL = {"steps": 3, "width": 64, "height": 64, "sampler_name": "Euler", "denoising_strength": 0.8}
@@ -47,6 +49,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     folder = data / "models" / "Stable-diffusion"
     save_tiny_checkpoint(folder, "sd1", name="alpha", seed=0)
     save_tiny_checkpoint(folder, "sd1-inpaint", name="alpha-inpainting", seed=0)
+    save_tiny_controlnet(data / "models" / "ControlNet", "sd1", "ldm", name="control_tiny_canny", seed=2)
+    (data / "models" / "ControlNet" / "annotators").mkdir()
+    (data / "models" / "ControlNet" / "annotators" / "body_pose_model.pth").write_bytes(b"weights")
     services = build_services(["--data-dir", str(data), "--api"], {})
     with TestClient(create_app(services)) as c:
         yield c, data, services
@@ -152,3 +157,49 @@ def test_a_cmyk_jpeg_and_a_transparent_png_are_converted(client: Any) -> None:
     for image, fmt in ((cmyk, "JPEG"), (rgba, "PNG")):
         r = post(client, init_images=[b64(image, fmt)])
         assert r.status_code == 200, r.text
+
+
+def half_black() -> Image.Image:
+    image = Image.new("RGB", (64, 64), (255, 255, 255))
+    image.paste((0, 0, 0), (0, 0, 32, 64))
+    return image
+
+
+def test_controlnet_routes_list_models_and_modules_and_detect(client: Any) -> None:
+    c, _, _ = client
+    models = c.get("/controlnet/model_list").json()["model_list"]
+    assert len(models) == 1 and models[0].startswith("control_tiny_canny [")  # annotators/ is not a model
+    modules = c.get("/controlnet/module_list").json()
+    assert {"none", "canny", "threshold"} <= set(modules["module_list"]) and "canny" in modules["module_detail"]
+    assert c.get("/controlnet/version").json() == {"version": 2}
+    r = c.post("/controlnet/detect", json={"controlnet_module": "canny", "controlnet_input_images": [b64(half_black())],
+                                           "controlnet_threshold_a": 100, "controlnet_threshold_b": 200})
+    assert r.status_code == 200, r.text
+    edges = np.asarray(image_of(r.json()["images"][0]).convert("L"))
+    w = edges.shape[1]  # the processor resolution, not the input's size, as sd-webui-controlnet answers
+    assert edges[:, w // 2 - w // 8:w // 2 + w // 8].max() == 255
+    assert edges[:, :w // 4].max() == 0 and edges[:, -w // 4:].max() == 0
+    bad = c.post("/controlnet/detect", json={"controlnet_module": "nope", "controlnet_input_images": [b64(gradient())]})
+    assert bad.status_code in (400, 404) and "nope" in bad.json()["detail"]
+
+
+def test_controlnet_units_in_alwayson_scripts_change_the_image_and_are_recorded(client: Any) -> None:
+    c, _, _ = client
+    title = c.get("/controlnet/model_list").json()["model_list"][0]
+    unit = {"image": b64(half_black()), "module": "canny", "model": title, "weight": 1.0, "resize_mode": "Just Resize",
+            "control_mode": 0, "pixel_perfect": False, "processor_res": 64, "threshold_a": 100, "threshold_b": 200,
+            "guidance_start": 0.0, "guidance_end": 1.0, "enabled": True, "low_vram": False, "hr_option": "Both"}
+    body = {**SMALL, "seed": 5}
+    plain = c.post("/sdapi/v1/txt2img", json=body).json()["images"]
+    controlled = c.post("/sdapi/v1/txt2img", json={**body, "alwayson_scripts": {"ControlNet": {"args": [unit]}}})
+    assert controlled.status_code == 200, controlled.text
+    images = controlled.json()["images"]
+    assert len(images) == 2  # the result, then the detected map as sd-webui-controlnet answers
+    assert np.abs(np.asarray(image_of(images[0]), int) - np.asarray(image_of(plain[0]), int)).max() > 4
+    params = parse_infotext(read_image_info(image_of(images[0]))[0] or "")
+    assert "Module: canny" in params["ControlNet 0"]
+    i2i = post(client, alwayson_scripts={"controlnet": {"args": [{**unit, "image": None}]}})  # uses the init image
+    assert i2i.status_code == 200, i2i.text
+    wrong = c.post("/sdapi/v1/txt2img", json={**body, "alwayson_scripts": {"controlnet": {"args": [
+        {**unit, "model": "control_v11p_sd15_openpose"}]}}})
+    assert wrong.status_code == 404 and "control_tiny_canny" in wrong.json()["detail"]  # lists what there is

@@ -124,9 +124,11 @@ def router(services: Services, gate: OverrideGate) -> APIRouter:
 
     @r.post("/unload-checkpoint")
     def unload_checkpoint() -> dict[str, Any]:
-        """Free the loaded checkpoint (RAM and VRAM); the next job loads it again."""
+        """Free the loaded checkpoint and the ControlNets used with it (RAM and VRAM); the next job loads what it
+        needs again."""
         _refuse_while_running(services)
         engine.checkpoints.unload()
+        engine.controlnets.unload()
         return {}
 
     @r.post("/reload-checkpoint")
