@@ -85,6 +85,33 @@ def manifest() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def constants(golden_root: Path) -> dict[str, Any]:
+    """`constants.json` next to the golden set: the upstream numbers our module constants must equal."""
+    path = golden_root.parent / "constants.json"
+    if not path.is_file():
+        pytest.skip(f"no SadTalker constants at {path}")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def synthetic_net() -> Any:
+    """build(network, seed) -> our network with the golden weight formula's weights, built once per session
+    (the renderer's generator alone takes seconds to fill)."""
+    from ._pkg import submodule
+
+    weights = submodule("weights")
+    cache: dict[tuple[str, int], torch.nn.Module] = {}
+
+    def build(network: str, seed: int) -> torch.nn.Module:
+        if (network, seed) not in cache:
+            state = weights.synthetic_state_dict(network, seed)
+            cache[(network, seed)] = weights.build_and_load(network, state, f"synthetic:{network}")
+        return cache[(network, seed)]
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def load_case(golden_root: Path) -> Any:
     from safetensors.torch import load_file
 

@@ -73,9 +73,9 @@ def test_g_kp_extractor(load_case: Any) -> None:
     print(case.check(got))
 
 
-def test_h_generator256(load_case: Any) -> None:
+def test_h_generator256(load_case: Any, synthetic_net: Any) -> None:
     case = load_case("h_generator256")
-    generator = _synthetic("generator", case.weight_seed)
+    generator = synthetic_net("generator", case.weight_seed)  # shared with case k
     t = case.tensors
     with torch.no_grad():
         out = generator(t["source_image"], kp_driving=t["kp_driving"], kp_source=t["kp_source"])

@@ -50,6 +50,16 @@ def target_coefficients(
     return generated
 
 
+def frame_windows(coefficients: Tensor) -> Tensor:
+    """(T, C) renderer rows -> (T, C, 27): frame f's window holds frames f-13..f+13, clamped to the clip."""
+    import torch
+
+    frames = coefficients.shape[0]
+    offsets = torch.arange(-SEMANTIC_RADIUS, SEMANTIC_RADIUS + 1, device=coefficients.device)
+    index = (torch.arange(frames, device=coefficients.device).unsqueeze(1) + offsets).clamp(0, frames - 1)
+    return coefficients[index].transpose(1, 2)
+
+
 def target_semantics(
     coeff_seq: Tensor,
     first_coeff: Tensor,
@@ -61,11 +71,8 @@ def target_semantics(
     """(T, >=70) coefficients -> (batch_size, ceil(T/bs), C, 27) windows; padding repeats the last window."""
     import torch
 
-    generated = target_coefficients(coeff_seq, first_coeff, preprocess, expression_scale, still)
-    frames = generated.shape[0]
-    offsets = torch.arange(-SEMANTIC_RADIUS, SEMANTIC_RADIUS + 1)
-    index = (torch.arange(frames).unsqueeze(1) + offsets).clamp(0, frames - 1)  # (T, 27)
-    windows = generated[index].transpose(1, 2)  # (T, C, 27)
+    windows = frame_windows(target_coefficients(coeff_seq, first_coeff, preprocess, expression_scale, still))
+    frames = windows.shape[0]
     remainder = frames % batch_size
     if remainder:
         windows = torch.cat([windows, windows[-1:].expand(batch_size - remainder, *windows.shape[1:])], dim=0)
