@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from modules.engine import hires
 from modules.engine.controlnet.plan import ControlPlan, controlled_pipeline, prepare_control
+from modules.engine.face_step import check_face_restorer, restore_faces
 from modules.engine.infotext import build_infotext
 from modules.engine.records import VERSION, base_params, info_block, naming, save_grid
 from modules.engine.requests import Txt2ImgRequest
@@ -78,7 +79,8 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
             if images is None:  # skipped
                 continue
             for index, (image, s) in enumerate(zip(images, batch_seeds, strict=True)):
-                infotext = build_infotext(prompt, negative, {**_params(request, plan, model, s), **extra,
+                image, faces = restore_faces(engine, request, image, ctx)
+                infotext = build_infotext(prompt, negative, {**_params(request, plan, model, s), **faces, **extra,
                                                              **(control.infotext() if control else {})})
                 generated = GeneratedImage(image, s.seed, s.subseed, infotext)
                 if not request.do_not_save_samples:
@@ -99,6 +101,7 @@ def run_txt2img(engine: Engine, request: Txt2ImgRequest, ctx: JobContext) -> Gen
 def _plan(engine: Engine, request: Txt2ImgRequest) -> Plan:
     choice = resolve_sampler(request.sampler_name, request.scheduler)
     engine.check_size(request.width, request.height)
+    check_face_restorer(engine, request)
     if not request.enable_hr:
         return Plan(choice, None, request.steps, 0, None)
     hires.check_upscaler(request.hr_upscaler, engine.upscalers.model_names())

@@ -132,7 +132,7 @@ def test_infotext_fills_unset_fields(client: Any) -> None:
     ({"resize_mode": 7}, 400, "resize_mode"),
     ({"sampler_name": "Nope"}, 400, "Nope"),
     ({"latent_mask": "abc"}, 501, "latent_mask"),
-    ({"restore_faces": True}, 501, "face restoration"),
+    ({"restore_faces": True}, 400, "models/GFPGAN"),
 ])
 def test_mistakes_are_clear(client: Any, fields: dict[str, Any], status: int, message: str) -> None:
     r = post(client, **fields)

@@ -94,7 +94,6 @@ def refuse_unsupported(req: GenerationApiRequest, checks: list[tuple[bool, str]]
     if req.script_name:
         raise not_available(f"the script '{req.script_name}' (selectable scripts)")
     checks = [
-        (bool(req.restore_faces), "face restoration"),
         (bool(req.tiling), "tiling"),
         (bool(req.refiner_checkpoint) and req.refiner_checkpoint not in ("None", ""), "the refiner"),
         (req.disable_extra_networks, "disable_extra_networks"),
@@ -131,6 +130,7 @@ def common_fields(req: GenerationApiRequest) -> dict[str, Any]:
         "sampler_name": choice.sampler, "scheduler": choice.scheduler, "batch_size": req.batch_size,
         "n_iter": req.n_iter, "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
         "height": req.height, "eta": req.eta, "override_settings": dict(req.override_settings or {}),
+        "restore_faces": bool(req.restore_faces),
         # A1111's API saves nothing unless save_images, whatever do_not_save_* say.
         "do_not_save_samples": not req.save_images, "do_not_save_grid": not req.save_images,
     }

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modules.engine.face_step import check_face_restorer
 from modules.engine.image_input import open_image_bytes, to_mask, to_rgb
 from modules.engine.img2img.canvas import make_canvas
 from modules.engine.img2img.plan import check_canvases, make_plan
@@ -44,6 +45,7 @@ def run_img2img_batch(engine: Engine, request: Img2ImgBatchRequest, ctx: JobCont
 
     # 2. Sampler, size and steps; progress covers every file.
     plan = make_plan(engine, request)
+    check_face_restorer(engine, request)
     per_file = plan.steps * request.n_iter
     total = per_file * len(files)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modules.engine.controlnet.plan import ControlPlan, prepare_control
+from modules.engine.face_step import check_face_restorer, restore_faces
 from modules.engine.img2img.canvas import Canvas, prepare_canvases
 from modules.engine.img2img.params import img2img_params
 from modules.engine.img2img.plan import Plan, batch_for, check_canvases, make_plan
@@ -32,6 +33,7 @@ def run_img2img(engine: Engine, request: Img2ImgRequest, ctx: JobContext) -> Gen
     # 1. Sampler, size and steps, then the init images and mask: every request mistake fails here, before a
     #    model loads.
     plan = make_plan(engine, request)
+    check_face_restorer(engine, request)
     canvases = prepare_canvases(request, ctx.note)
     check_canvases(engine, canvases)
     request = batch_for(request, canvases, ctx.note)
@@ -85,9 +87,10 @@ def generate(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest, p
 
         # 3. The original pixels back outside the mask, then infotext and save (hooks fire in the saver).
         for index, (image, canvas, s) in enumerate(zip(decoded, batch_canvases, batch_seeds, strict=True)):
-            final = canvas.finish(image)
+            image, faces = restore_faces(engine, request, image, ctx)  # before paste-back, as A1111: unmasked
+            final = canvas.finish(image)                                # faces stay as they were
             infotext = build_infotext(prompts.prompt, prompts.negative,
-                                      {**img2img_params(request, plan, model, s, masked), **extra})
+                                      {**img2img_params(request, plan, model, s, masked), **faces, **extra})
             generated = GeneratedImage(final, s.seed, s.subseed, infotext)
             generated.path = save(final, naming(request, model, s, iteration, index), infotext,
                                   iteration * request.batch_size + index)
