@@ -32,6 +32,31 @@ def is_sdxl(pipe: Any) -> bool:
     return getattr(pipe, "text_encoder_2", None) is not None
 
 
+def takes_mask(pipe: Any) -> bool:
+    """An inpainting checkpoint: its UNet takes 9 channels (latents, mask, masked-image latents)."""
+    return pipe.unet.config.in_channels == 9
+
+
+def whole_mask(batch: int, width: int, height: int) -> tuple[list[Any], list[Any]]:
+    """What an inpainting checkpoint is given when nothing is kept (txt2img, hires fix): flat grey as the
+    image and everything masked, which is how A1111 conditions those models outside inpainting."""
+    from PIL import Image
+
+    return ([Image.new("RGB", (width, height), (127, 127, 127))] * batch,
+            [Image.new("L", (width, height), 255)] * batch)
+
+
+def grey_latents(pipe: Any, batch: int, width: int, height: int) -> Any:
+    """The masked-image latents of `whole_mask`, for pipelines that get latents rather than pixels as `image`."""
+    import torch
+
+    vae = pipe.vae
+    grey = torch.zeros(1, 3, height, width, device=vae.device, dtype=vae.dtype)  # 0 in [-1, 1]: 50% grey
+    with torch.inference_mode():
+        latents = vae.encode(grey).latent_dist.mean * vae.config.scaling_factor
+    return latents.expand(batch, -1, -1, -1)
+
+
 def pipeline_for(pipe: Any, kind: Kind, controlnet: Any = None) -> Any:
     """A pipeline of `kind` sharing `pipe`'s modules; `controlnet` is a ControlNetModel or MultiControlNetModel."""
     import diffusers

@@ -9,6 +9,7 @@ from modules.engine import hires
 from modules.engine.controlnet.plan import ControlPlan, controlled_pipeline, prepare_control
 from modules.engine.face_step import check_face_restorer, restore_faces
 from modules.engine.infotext import build_infotext
+from modules.engine.pipelines import grey_latents, takes_mask, whole_mask
 from modules.engine.records import VERSION, base_params, info_block, naming, save_grid
 from modules.engine.requests import Txt2ImgRequest
 from modules.engine.results import GeneratedImage, GenerationResult
@@ -121,7 +122,9 @@ def _sample_batch(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgReque
     pipe = model.pipe
     first, hr_conds = conds
     pipe.scheduler = make_scheduler(plan.choice, model.scheduler_config)
-    first_pipe, control_kwargs = controlled_pipeline(pipe, "txt2img", controls[0], len(seeds))
+    inpainting = takes_mask(pipe)  # an inpainting checkpoint runs its own pipeline with everything masked
+    first_pipe, control_kwargs = controlled_pipeline(pipe, "inpaint" if inpainting else "txt2img", controls[0],
+                                                     len(seeds))
     shape = (4, request.height // pipe.vae_scale_factor, request.width // pipe.vae_scale_factor)
     with engine.memory.use(pipe), torch.inference_mode():
         latents = initial_noise(seeds, shape, engine.memory.device, pipe.unet.dtype)
@@ -129,6 +132,11 @@ def _sample_batch(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgReque
         kwargs.update(width=request.width, height=request.height, num_inference_steps=plan.steps,
                       guidance_scale=request.cfg_scale, latents=latents, output_type="latent",
                       **progress.kwargs(engine, plan.steps, first, len(seeds)), **control_kwargs)
+        if inpainting:
+            grey, masks = whole_mask(len(seeds), request.width, request.height)
+            # The pipeline samples the grey image's latents: seeded, so a seed still gives one image.
+            kwargs.update(image=grey, mask_image=masks, strength=1.0,
+                          generator=[torch.Generator("cpu").manual_seed(s.seed) for s in seeds])
         latents = run_pipe(engine, first_pipe, kwargs)
         if progress.skipped:
             return None
@@ -156,7 +164,9 @@ def _hires_pass(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgRequest
             image, request.hr_upscaler, size=(width, height), tile=tile, overlap=overlap,
             max_pixels=engine.settings_get("max_image_pixels"), check=progress.ctx.check))
     # ControlNet units whose hr_option includes the hires pass run in it, at the hires size.
-    img2img, control_kwargs = controlled_pipeline(model.pipe, "img2img", control, len(seeds))
+    inpainting = takes_mask(model.pipe)
+    img2img, control_kwargs = controlled_pipeline(model.pipe, "inpaint" if inpainting else "img2img", control,
+                                                  len(seeds))
     img2img.scheduler = make_scheduler(plan.hr_choice, model.scheduler_config)
     generators = [torch.Generator("cpu").manual_seed(s.seed + 1) for s in seeds]
     kwargs = embeds_kwargs(conds, len(seeds), model.family.startswith("sdxl"))
@@ -164,6 +174,12 @@ def _hires_pass(engine: Engine, model: LoadedCheckpoint, request: Txt2ImgRequest
                   num_inference_steps=request.hr_second_pass_steps or request.steps,
                   guidance_scale=request.cfg_scale, generator=generators, output_type="latent",
                   **progress.kwargs(engine, plan.hr_steps, conds, len(seeds), "hires step"), **control_kwargs)
+    if inpainting:
+        kwargs.update(mask_image=whole_mask(len(seeds), width, height)[1], width=width, height=height)
+        if control_kwargs:  # diffusers' ControlNet inpaint pipelines encode pixels themselves
+            kwargs["image"] = decode(model.pipe, upscaled)[0]
+        else:
+            kwargs["masked_image_latents"] = grey_latents(model.pipe, len(seeds), width, height)
     return run_pipe(engine, img2img, kwargs)
 
 

@@ -359,3 +359,19 @@ def test_hires_fix_with_a_model_upscaler_from_the_registry(studio) -> None:
                 denoising_strength=0.4, checkpoint="alpha")
     assert result.images[0].image.size == (128, 128)
     assert "Hires upscaler: 4x-tiny" in result.images[0].infotext
+
+
+def test_inpainting_checkpoints_also_do_txt2img_and_hires_fix(tmp_path: Path) -> None:
+    """A1111 runs an inpainting checkpoint in txt2img with everything masked; so do we, hires fix included."""
+    save_tiny_checkpoint(tmp_path / "models" / "Stable-diffusion", "sd1-inpaint", name="inpainting", seed=0)
+    services = build_services(["--data-dir", str(tmp_path)], {})
+    services.jobs.start()
+    try:
+        first = ok(services, seed=3)
+        again = ok(services, seed=3)
+        assert first.images[0].image.size == (64, 64)
+        assert np.array_equal(pixels(first.images[0].image), pixels(again.images[0].image))
+        hires = ok(services, seed=3, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent", denoising_strength=0.5)
+        assert hires.images[0].image.size == (96, 96)
+    finally:
+        services.jobs.stop()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from modules.engine.controlnet.plan import ControlPlan, controlled_pipeline
 from modules.engine.img2img import latents as lat
 from modules.engine.img2img.plan import Plan
+from modules.engine.pipelines import takes_mask
 from modules.engine.requests import Img2ImgRequest
 from modules.engine.samplers import make_scheduler
 from modules.engine.sampling import Conds, Progress, embeds_kwargs, run_pipe
@@ -17,10 +18,6 @@ if TYPE_CHECKING:
     from modules.engine.engine import Engine
     from modules.engine.img2img.canvas import Canvas
     from modules.engine.model_cache import LoadedCheckpoint
-
-
-def is_inpainting_model(pipe: Any) -> bool:
-    return pipe.unet.config.in_channels == 9
 
 
 def sample_batch(engine: Engine, model: LoadedCheckpoint, request: Img2ImgRequest, plan: Plan, conds: Conds,
@@ -34,7 +31,7 @@ def sample_batch(engine: Engine, model: LoadedCheckpoint, request: Img2ImgReques
     pipe = model.pipe
     width, height = request.width, request.height
     masked = any(c.mask is not None for c in canvases)
-    inpaint = masked or is_inpainting_model(pipe)
+    inpaint = masked or takes_mask(pipe)
     runner, control_kwargs = controlled_pipeline(pipe, "inpaint" if inpaint else "img2img", control, len(seeds))
     runner.scheduler = make_scheduler(plan.choice, model.scheduler_config)
     shape = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
@@ -88,7 +85,7 @@ def _inpaint_kwargs(engine: Engine, pipe: Any, canvases: list[Canvas], plan: Pla
         # The pipeline would blank `image` itself, which it cannot do to latents: 9-channel models get the
         # blanked picture encoded by us; 4-channel ones never read it but the pipeline needs the shape.
         "masked_image_latents": lat.masked_image_latents(engine, pipe, canvases, width, height)
-        if is_inpainting_model(pipe) else init,
+        if takes_mask(pipe) else init,
         "height": height, "width": width,
     }
     if plan.strength == 1.0:
