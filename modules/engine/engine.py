@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from modules.engine.controlnet.models import ControlNetCache
 from modules.engine.embeddings import EmbeddingDatabase
 from modules.engine.hires import hires_upscalers
-from modules.engine.outputs import ImageSaver
-from modules.engine.postprocess import UpscalerRegistry
-from modules.engine.postprocess.faces import FaceRestorers
 from modules.engine.lora import LoraCache
 from modules.engine.memory import MemoryConfig, MemoryManager
 from modules.engine.model_cache import CheckpointCache
+from modules.engine.outputs import ImageSaver
+from modules.engine.postprocess import UpscalerRegistry
+from modules.engine.postprocess.faces import FaceRestorers
 from modules.engine.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
 from modules.engine.results import GenerationResult
 from modules.engine.styles import StyleStore

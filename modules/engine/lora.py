@@ -65,12 +65,12 @@ from modules.engine.lora_files import (
     HASH_LENGTH,
     PreparedLora,
     _file_key,
-    file_metadata,
     _FileKey,
     _fitted,
     _is_sdxl,
     _metadata_hash,
     addnet_hash,
+    file_metadata,
     prepare_lora,
 )
 from modules.engine.prompts.extra_networks import LORA_KINDS, ExtraNetwork

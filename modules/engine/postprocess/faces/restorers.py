@@ -263,7 +263,7 @@ class FaceRestorers:
         from PIL import Image
 
         from modules.engine.postprocess.faces.detect import align_face
-        from modules.engine.postprocess.faces.parse import paste_face, parsing_mask
+        from modules.engine.postprocess.faces.parse import parsing_mask, paste_face
         from modules.engine.postprocess.image_modes import join_alpha, split_alpha
 
         rgb, alpha = split_alpha(image)
