@@ -30,8 +30,11 @@ def read_parameters(path: str | None) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class PngInfoTab:
+    image: gr.Image
     parameters: gr.Textbox
     send_to_txt2img: gr.Button
+    send_to_img2img: gr.Button
+    send_to_inpaint: gr.Button
 
 
 def build(services: Services) -> PngInfoTab:
@@ -40,7 +43,10 @@ def build(services: Services) -> PngInfoTab:
         with gr.Column():
             parameters = gr.Textbox(label="Parameters", lines=8, elem_id="pnginfo_parameters", interactive=False,
                                     buttons=["copy"])
-            send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+            with gr.Row():
+                send = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+                send_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
+                send_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_inpaint")
             other = gr.Textbox(label="Other metadata", lines=4, elem_id="pnginfo_other", interactive=False)
     image.change(read_parameters, image, [parameters, other], api_visibility="private")
-    return PngInfoTab(parameters, send)
+    return PngInfoTab(image, parameters, send, send_img2img, send_inpaint)

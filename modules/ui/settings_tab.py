@@ -8,6 +8,7 @@ import gradio as gr
 
 from modules.errors import UserError
 from modules.settings import Option
+from modules.ui import downloads_panel
 
 if TYPE_CHECKING:
     from modules.services import Services
@@ -59,3 +60,4 @@ def build(services: Services) -> None:
     result = gr.Markdown(elem_id="settings_result")
     button.click(lambda *values: apply(services, keys, values), [widgets[k] for k in keys], result,
                  api_visibility="private")
+    downloads_panel.build(services)

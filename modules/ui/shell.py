@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import traceback
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+from PIL import Image, UnidentifiedImageError
 
-from modules.ui import extensions_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.engine.image_metadata import read_image_info
+from modules.ui import extensions_tab, extras_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
 from modules.ui.ui_config import apply_ui_config
 
 if TYPE_CHECKING:
@@ -22,7 +26,7 @@ CSS = """
 CORE_TABS = (
     ("txt2img", "tab_txt2img", txt2img_tab.build),
     ("img2img", "tab_img2img", img2img_tab.build),
-    ("Extras", "tab_extras", img2img_tab.build_extras),
+    ("Extras", "tab_extras", extras_tab.build),
     ("PNG Info", "tab_pnginfo", pnginfo_tab.build),
 )
 
@@ -44,7 +48,7 @@ def build_ui(services: Services) -> gr.Blocks:
             for title, elem_id, build in LAST_TABS:
                 with gr.Tab(title, id=elem_id, elem_id=elem_id):
                     build(services)
-        _send_to(tabs, built["tab_pnginfo"], built["tab_txt2img"])
+        _send_to(tabs, built["tab_pnginfo"], built["tab_txt2img"], built["tab_img2img"])
     services.notices.extend(apply_ui_config(demo, services.paths.ui_config_file))
     if services.notices:
         notices.value = "\n".join(f"- {html.escape(n)}" for n in services.notices)
@@ -52,10 +56,51 @@ def build_ui(services: Services) -> gr.Blocks:
     return demo
 
 
-def _send_to(tabs: gr.Tabs, png: pnginfo_tab.PngInfoTab, t2i: txt2img_tab.Txt2ImgTab) -> None:
-    """PNG Info's "Send to txt2img": fill the txt2img form from the infotext and switch to that tab."""
+def _send_to(tabs: gr.Tabs, png: pnginfo_tab.PngInfoTab, t2i: txt2img_tab.Txt2ImgTab,
+             i2i: img2img_tab.Img2ImgTab) -> None:
+    """The "Send to" buttons: PNG Info fills txt2img's form from the infotext; PNG Info and txt2img's results
+    send the image and its parameters to img2img's img2img or Inpaint sub-tab. Each switches to the tab."""
     png.send_to_txt2img.click(lambda text: [*txt2img_tab.paste_updates(t2i.keys, text), gr.Tabs(selected="tab_txt2img")],
                               png.parameters, [*t2i.outputs, tabs], api_visibility="private")
+    to_img2img = [*i2i.send_outputs, tabs]
+
+    def send(path: str | None, fallback_infotext: str, target: str) -> list[Any]:
+        if not path:
+            return [gr.update() for _ in to_img2img]
+        size, infotext = _size_and_infotext(path)
+        return [*i2i.send_updates(path, size, infotext or fallback_infotext or "", target),
+                gr.Tabs(selected="tab_img2img")]
+
+    for button, target in ((png.send_to_img2img, img2img_tab.IMG2IMG), (png.send_to_inpaint, img2img_tab.INPAINT)):
+        button.click(functools.partial(_send_png, send, target), png.image, to_img2img, api_visibility="private")
+    for button, target in ((t2i.send_to_img2img, img2img_tab.IMG2IMG), (t2i.send_to_inpaint, img2img_tab.INPAINT)):
+        button.click(functools.partial(_send_gallery, send, target), [t2i.gallery, t2i.selected, t2i.info],
+                     to_img2img, api_visibility="private")
+
+
+def _send_png(send: Callable[..., list[Any]], target: str, path: str | None) -> list[Any]:
+    return send(path, "", target)
+
+
+def _send_gallery(send: Callable[..., list[Any]], target: str, gallery: list[tuple[str, str | None]] | None,
+                  selected: int | None, info: str) -> list[Any]:
+    """The clicked gallery image, or the first one that is not the grid; the info box is the infotext of last
+    resort (an image saved without metadata)."""
+    items = gallery or []
+    if not items:
+        return send(None, "", target)
+    first = next((i for i, (_, caption) in enumerate(items) if caption != "grid"), 0)
+    index = selected if selected is not None and 0 <= selected < len(items) else first
+    # The info box holds the first image's infotext (txt2img's generator shows that one).
+    return send(items[index][0], info if index == first else "", target)
+
+
+def _size_and_infotext(path: str) -> tuple[tuple[int, int] | None, str]:
+    try:
+        with Image.open(path) as image:
+            return image.size, read_image_info(image)[0] or ""
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None, ""  # img2img's own checks say what is wrong with the image when it is used
 
 
 def _extension_tabs(services: Services, reserved: set[str]) -> None:

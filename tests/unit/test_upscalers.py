@@ -400,7 +400,7 @@ def test_corrupt_file(tmp_path: Path, memory: MemoryManager) -> None:
                                              "4x-empty.safetensors": b""})
     for name, file in [("4x-garbage", "4x-garbage.pth"), ("4x-truncated", "4x-truncated.pth"),
                        ("4x-empty", "4x-empty.safetensors")]:
-        with pytest.raises(UserError, match=f"'{file}' is corrupt, truncated or not a model file"):
+        with pytest.raises(UserError, match=f"'{file}' in .* is corrupt, truncated or not a model file"):
             registry.upscale(gradient_image(8, 8), name)
     assert registry.scale_of("4x-garbage") == 4  # listed anyway, scale guessed from the name
     assert registry.loaded_name() is None

@@ -81,34 +81,45 @@ def read_descriptor(path: Path, name: str) -> Any:
     Raises:
         UserError: The file is unreadable, not recognised, does not match its architecture, or is not an upscaler.
     """
-    from spandrel import ModelLoader, UnsupportedModelError
+    from spandrel import ModelLoader
 
-    loader = ModelLoader(device="cpu")
+    descriptor = load_descriptor(
+        path, ModelLoader(device="cpu"), "upscaler model", "upscaler",
+        "its weights match no architecture that spandrel knows (ESRGAN, Real-ESRGAN, Compact, SwinIR, HAT, DAT, "
+        "SPAN, ...)")
+    check_upscaler(descriptor, name, path)
+    return descriptor
+
+
+def load_descriptor(path: Path, loader: Any, what: str, field: str, unrecognised: str) -> Any:
+    """`path` read by a spandrel `loader`, every failure a UserError naming the file: unreadable, corrupt, not
+    recognised (`unrecognised` says what was expected), or weights that do not fit the architecture they match.
+    `what` names the kind of file ("upscaler model") and `field` the request field the message points at."""
+    from spandrel import UnsupportedModelError
+
     try:
         with open(path, "rb"):
             pass  # torch reports a truncated zip as an OSError too, so tell "cannot open" apart first
     except OSError as e:
-        raise UserError(f"cannot read upscaler model file {path}: {e.strerror or e}", field="upscaler") from e
+        raise UserError(f"cannot read {what} file {path}: {e.strerror or e}", field=field) from e
     try:
         state_dict = loader.load_state_dict_from_file(path)
     except Exception as e:  # noqa: BLE001 - torch, pickle, zipfile and safetensors each raise their own types
-        log.warning("cannot load upscaler %s: %s", path, e)
+        log.warning("cannot load %s %s: %s", what, path, e)
         raise UserError(
-            f"upscaler model file '{path.name}' is corrupt, truncated or not a model file "
-            f"({type(e).__name__}: {_first_line(e)}); download it again", field="upscaler") from e
+            f"{what} file '{path.name}' in {path.parent} is corrupt, truncated or not a model file "
+            f"({type(e).__name__}: {_first_line(e)}); download it again", field=field) from e
     try:
-        descriptor = loader.load_from_state_dict(state_dict)
+        return loader.load_from_state_dict(state_dict)
     except UnsupportedModelError as e:
-        raise UserError(
-            f"'{path.name}' is not an upscaler model this app recognises: its weights match no architecture "
-            "that spandrel knows (ESRGAN, Real-ESRGAN, Compact, SwinIR, HAT, DAT, SPAN, ...)", field="upscaler") from e
+        article = "an" if what[0] in "aeiou" else "a"
+        raise UserError(f"'{path.name}' is not {article} {what} this app recognises: {unrecognised}",
+                        field=field) from e
     except Exception as e:  # noqa: BLE001 - an architecture's loader raises RuntimeError/KeyError/... on bad shapes
-        log.warning("cannot build upscaler %s: %s", path, e)
+        log.warning("cannot build %s %s: %s", what, path, e)
         raise UserError(
             f"'{path.name}' looks like a known architecture, but its weights do not fit it "
-            f"({type(e).__name__}: {_first_line(e)})", field="upscaler") from e
-    check_upscaler(descriptor, name, path)
-    return descriptor
+            f"({type(e).__name__}: {_first_line(e)})", field=field) from e
 
 
 def check_upscaler(descriptor: Any, name: str, path: Path) -> None:

@@ -123,34 +123,14 @@ def read_face_descriptor(path: Path, name: str) -> Any:
         UserError: The file is unreadable, corrupt, not recognised, does not fit its architecture, or is not a
             face restoration model (an upscaler, say).
     """
-    from spandrel import ModelLoader, UnsupportedModelError
+    from spandrel import ModelLoader
 
-    loader = ModelLoader(device="cpu", registry=_registry())
-    try:
-        with open(path, "rb"):
-            pass  # tell "cannot open" apart from "corrupt"
-    except OSError as e:
-        raise UserError(f"cannot read face restoration model file {path}: {e.strerror or e}",
-                        field="face_restorer") from e
-    try:
-        state_dict = loader.load_state_dict_from_file(path)
-    except Exception as e:  # noqa: BLE001 - torch, pickle, zipfile and safetensors each raise their own types
-        log.warning("cannot load face restoration model %s: %s", path, e)
-        raise UserError(
-            f"face restoration model file '{path.name}' in {path.parent} is corrupt, truncated or not a model "
-            f"file ({type(e).__name__}: {_first_line(e)}); download it again", field="face_restorer") from e
-    try:
-        descriptor = loader.load_from_state_dict(state_dict)
-    except UnsupportedModelError as e:
-        extra = "" if extra_arches_installed() else " (CodeFormer needs the optional spandrel-extra-arches package)"
-        raise UserError(
-            f"'{path.name}' is not a face restoration model this app recognises: its weights match none of "
-            f"GFPGAN, RestoreFormer or CodeFormer{extra}", field="face_restorer") from e
-    except Exception as e:  # noqa: BLE001 - an architecture's loader raises RuntimeError/KeyError/... on bad shapes
-        log.warning("cannot build face restoration model %s: %s", path, e)
-        raise UserError(
-            f"'{path.name}' looks like a known architecture, but its weights do not fit it "
-            f"({type(e).__name__}: {_first_line(e)})", field="face_restorer") from e
+    from modules.engine.postprocess.spandrel_models import load_descriptor
+
+    extra = "" if extra_arches_installed() else " (CodeFormer needs the optional spandrel-extra-arches package)"
+    descriptor = load_descriptor(path, ModelLoader(device="cpu", registry=_registry()), "face restoration model",
+                                 "face_restorer",
+                                 f"its weights match none of GFPGAN, RestoreFormer or CodeFormer{extra}")
     check_face_model(descriptor, name, path)
     return descriptor
 
@@ -206,7 +186,3 @@ _PURPOSES = {
     "FaceSR": "face restoration of an unsupported architecture",
 }
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else "no details"
