@@ -37,9 +37,10 @@ Behaviour, and where it departs from A1111 (each choice is A1111's unless said o
 - 9-channel inpainting checkpoints without a mask run the inpaint pipeline with an all-white mask, as
   A1111 conditions them; 4-channel checkpoints inpaint through diffusers' latent blending.
 - Several init images: each batch holds each of them once (batch size = their number, with a note).
-- include_init_images only tells the API to echo the init images and mask back in its `parameters`
-  (A1111's api.py); the engine has nothing to do for it.
-- ControlNet plugs in at `run.controlnet_for` only.
+- include_init_images makes the API append the init images to its answer; the engine has nothing to do for it.
+- ControlNet: `run.control_for` prepares the units (a unit without an image uses the init image as prepared for
+  sampling) and `sample.sample_batch` picks the ControlNet variant of the pipeline.
+- Restore faces runs on each decoded image before the paste-back, so faces outside the mask stay as they were.
 """
 
 from modules.engine.img2img.batch import run_img2img_batch
