@@ -71,8 +71,10 @@ def test_img2img_inpaint_and_controlnet_units(server: RunningServer) -> None:
     assert len(models) == 1 and models[0].startswith("control_tiny [")
     assert "canny" in api.controlnet_module_list()
     unit = webuiapi.ControlNetUnit(image=source, module="canny", model=models[0], processor_res=64)
+    # Our own alwayson_scripts dict: webuiapi writes the units into its shared default one, which would send
+    # them again with every later call of this client.
     controlled = api.txt2img(prompt="a door", seed=7, steps=3, width=64, height=64, sampler_name="Euler",
-                             controlnet_units=[unit])
+                             controlnet_units=[unit], alwayson_scripts={})
     assert len(controlled.images) == 2  # the image, then the canny map, as sd-webui-controlnet answers
     assert "ControlNet 0" in api.png_info(controlled.image).parameters
 
@@ -114,11 +116,7 @@ def test_progress_and_interrupt(server: RunningServer) -> None:
     worker.join(90)
     assert not worker.is_alive()
     result = outcome["result"]
-    # Stopped early with what it had: the image being made when Interrupt came (usually the first; on a loaded
-    # machine the poll may see the job a batch later), never all three.
-    made, seeds = len(result.images), result.info["all_seeds"]
-    assert 1 <= made < 3, f"{made} images, seeds {seeds}"
-    assert seeds == [7, 8][:made]
+    assert len(result.images) == 1 and result.info["all_seeds"] == [7]
 
 
 def test_client_that_hangs_up_loses_nothing(server: RunningServer, tmp_path: Path) -> None:
