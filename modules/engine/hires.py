@@ -63,14 +63,9 @@ def upscale_latents(latents: torch.Tensor, width: int, height: int, mode: str) -
 def upscale_pixels(pipe: Any, latents: torch.Tensor, resize: Callable[[Any], Any]) -> torch.Tensor:
     """Decode, upscale each image with `resize` (PIL or a model upscaler), encode again (deterministically,
     from the VAE's mean)."""
-    import torch
-
-    from modules.engine.vae import decode
+    from modules.engine.vae import decode, encode
 
     images, _ = decode(pipe, latents)
     resized = [resize(img) for img in images]
-    pixels = pipe.image_processor.preprocess(resized).to(device=latents.device, dtype=pipe.vae.dtype)
-    with torch.inference_mode():
-        encoded = pipe.vae.encode(pixels).latent_dist.mean
-    return (encoded * pipe.vae.config.scaling_factor).to(latents.dtype)
+    return encode(pipe, pipe.image_processor.preprocess(resized), latents.device).to(latents.dtype)
 

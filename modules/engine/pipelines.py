@@ -50,11 +50,10 @@ def grey_latents(pipe: Any, batch: int, width: int, height: int) -> Any:
     """The masked-image latents of `whole_mask`, for pipelines that get latents rather than pixels as `image`."""
     import torch
 
-    vae = pipe.vae
-    grey = torch.zeros(1, 3, height, width, device=vae.device, dtype=vae.dtype)  # 0 in [-1, 1]: 50% grey
-    with torch.inference_mode():
-        latents = vae.encode(grey).latent_dist.mean * vae.config.scaling_factor
-    return latents.expand(batch, -1, -1, -1)
+    from modules.engine.vae import encode
+
+    grey = torch.zeros(1, 3, height, width)  # 0 in [-1, 1]: 50% grey
+    return encode(pipe, grey, pipe.vae.device).expand(batch, -1, -1, -1)
 
 
 def pipeline_for(pipe: Any, kind: Kind, controlnet: Any = None) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 
 from modules.engine import hires
 from modules.engine.img2img.prepare import latent_mask
+from modules.engine.vae import encode as vae_encode
 
 if TYPE_CHECKING:
     import torch
@@ -109,13 +110,6 @@ def encode(engine: Engine, pipe: Any, images: list[Any]) -> torch.Tensor:
 
 
 def _encode_pixels(engine: Engine, pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] pixels to latents in the UNet's dtype, deterministically (the VAE's mean, as hires fix does)."""
-    import torch
-
-    vae = pipe.vae
-    if getattr(vae.config, "force_upcast", False) and vae.dtype != torch.float32:
-        vae.to(torch.float32)  # as vae.decode does: SDXL's own VAE overflows in fp16
+    """[-1, 1] pixels to latents (see `vae.encode`), tiled by the memory manager when they are large."""
     engine.memory.vae_tiling_for(pipe, pixels.shape[-1], pixels.shape[-2])
-    mean = vae.encode(pixels.to(device=engine.memory.device, dtype=vae.dtype)).latent_dist.mean
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((mean - shift) * vae.config.scaling_factor).to(pipe.unet.dtype)
+    return vae_encode(pipe, pixels, engine.memory.device)
