@@ -335,6 +335,43 @@ def test_release_on_cpu_moves_nothing_and_jobs_still_run(pipe: StableDiffusionPi
         generate(pipe)
 
 
+def test_a_guest_and_the_pipelines_take_turns_on_the_device(pipe: StableDiffusionPipeline) -> None:
+    """SadTalker registers as a guest: its weights leave the device before SD runs, and the other way round."""
+    memory = cpu_manager()
+    memory.prepare_pipeline(pipe, "sd1")
+    released: list[str] = []
+    memory.add_guest("talking-head", lambda: released.append("talking-head"))
+    memory.add_guest("other", lambda: released.append("other"))
+    with memory.use(pipe):
+        generate(pipe)
+    assert released == []  # no guest has been on the device yet
+    with memory.guest("talking-head") as choice:
+        assert choice.device.type == "cpu"
+    with memory.guest("talking-head"):
+        pass
+    assert released == []  # the same guest again: nothing to move
+    with memory.guest("other"):
+        pass
+    assert released == ["talking-head"]
+    with memory.use(pipe):
+        generate(pipe)
+    assert released == ["talking-head", "other"]
+    with pytest.raises(ValueError, match="not a registered guest"):
+        with memory.guest("nobody"):
+            pass
+
+
+def test_an_oom_inside_a_guest_becomes_advice_and_releases_it() -> None:
+    memory = cpu_manager()
+    released: list[str] = []
+    memory.add_guest("talking-head", lambda: released.append("talking-head"))
+    memory.inject_oom()
+    with pytest.raises(OutOfMemory, match="Out of memory on cpu"):
+        with memory.guest("talking-head"):
+            memory.check_allocation()
+    assert released == ["talking-head"]
+
+
 # -- out of memory ----------------------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import logging
 import threading
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,6 +77,10 @@ class MemoryManager:
         self._choice: DeviceChoice | None = None
         self._tracked: dict[int, _Tracked] = {}
         self._injected_ooms = 0
+        # Models that are not diffusers pipelines (SadTalker's networks): name -> how to move them off the device,
+        # and which of them may be on it now.
+        self._guests: dict[str, Callable[[], object]] = {}
+        self._guests_on_device: set[str] = set()
 
     # -- device and config ------------------------------------------------------------------------------------
 
@@ -218,6 +222,7 @@ class MemoryManager:
         """
         entry = self._require(pipe)
         with self.oom_guard():
+            self._release_guests()
             self._refresh_live_settings(pipe, entry)
             self._ensure_on_device(pipe, entry.record)
             try:
@@ -225,6 +230,42 @@ class MemoryManager:
             except BaseException:
                 self._reset_offload(pipe, entry.record)
                 raise
+
+    def add_guest(self, name: str, release: Callable[[], object]) -> None:
+        """Register a user of the device that is not a diffusers pipeline (SadTalker's networks).
+
+        `release()` must move its weights off the accelerator; it is called before a pipeline or another guest
+        runs, so the two never hold VRAM at once.
+        """
+        with self._lock:
+            self._guests[name] = release
+
+    @contextmanager
+    def guest(self, name: str) -> Iterator[DeviceChoice]:
+        """Run a guest's job: pipelines and other guests leave the accelerator first, OOMs become `OutOfMemory`.
+
+        Yields the device choice; the guest moves its own weights there inside the block.
+        """
+        with self._lock:
+            if name not in self._guests:
+                raise ValueError(f"'{name}' is not a registered guest of the memory manager")
+        with self.oom_guard():
+            self._release_guests(keep=name)
+            if self.release_all():
+                logger.info("moved Stable Diffusion weights off the device for %s", name)
+            with self._lock:
+                self._guests_on_device.add(name)
+            yield self.resolve()
+
+    def _release_guests(self, keep: str | None = None) -> None:
+        with self._lock:
+            leaving = [(n, self._guests[n]) for n in self._guests_on_device if n != keep]
+            self._guests_on_device.difference_update(n for n, _ in leaving)
+        for name, release in leaving:
+            logger.info("moving %s off the device", name)
+            release()
+        if leaving:
+            empty_cache(self._resolved_device())
 
     def release(self, pipe: DiffusionPipeline) -> bool:
         """Move `pipe`'s weights off the accelerator (to CPU RAM) and empty the cache. True if anything moved."""
@@ -336,6 +377,7 @@ class MemoryManager:
             gc.collect()
             trim_process_heap()
         else:
+            self._release_guests()
             self.release_all()
         message = oom_message(self.config, label, not in_ram, free, total)
         return OutOfMemory(message, device=str(choice.device), free_bytes=free)
