@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from modules import server
+from modules import commands, server
 from modules.api import controlnet as controlnet_api
 from modules.api import downloads as downloads_api
 from modules.api import errors as api_errors
@@ -92,8 +92,12 @@ def _add_middleware(app: FastAPI, services: Services) -> None:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     share_heap_between_threads()  # before any worker thread exists; see its docstring
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if env is None else env
+    if commands.is_command(argv):
+        return commands.run(argv, env)
     try:
-        services = build_services(sys.argv[1:] if argv is None else argv, os.environ if env is None else env)
+        services = build_services(argv, env)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

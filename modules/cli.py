@@ -185,15 +185,19 @@ def parse_lenient(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Names
     return args
 
 
-def parse_strict(argv: Sequence[str], env: Mapping[str, str], extra_flags: Sequence[ExtraFlag] = ()) -> argparse.Namespace:
-    """Second pass: every flag must be known, or the error lists the valid ones."""
+def parse_strict(argv: Sequence[str], env: Mapping[str, str], extra_flags: Sequence[ExtraFlag] = (),
+                 unknown_out: list[str] | None = None) -> argparse.Namespace:
+    """Second pass: every flag must be known, or the error lists the valid ones. With `unknown_out`, the
+    arguments the app does not know are put there instead (a `launch.py <command>` parses them itself)."""
     parser = build_parser(extra_flags)
     args_list = full_argv(argv, env)
     try:
         args, unknown = parser.parse_known_args(args_list)
     except CliError as e:
         raise CliError(f"{e}\nRun `python launch.py --help` for every flag.") from None
-    if unknown:
+    if unknown and unknown_out is not None:
+        unknown_out.extend(unknown)
+    elif unknown:
         raise CliError(_unknown_message(unknown, parser.valid_flags()))
     if args.port is None:
         args.port = DEFAULT_API_ONLY_PORT if args.nowebui else DEFAULT_PORT

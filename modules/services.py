@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from modules import auth, cli
 from modules import paths as paths_mod
 from modules.access import AccessPolicy
+from modules.downloads import Catalogue, DownloadManager
+from modules.engine.engine import Engine
+from modules.engine.extras import ExtrasRequest
+from modules.engine.postprocess import extra_model_kinds
+from modules.engine.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
 from modules.extensions.api import ExtensionAPI
 from modules.extensions.hooks import HookRegistry
 from modules.extensions.install import ExtensionInstaller
 from modules.extensions.loader import ExtensionRecord, discover, load_all
 from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
-from modules.downloads import Catalogue, DownloadManager
-from modules.engine.engine import Engine
-from modules.engine.extras import ExtrasRequest
-from modules.engine.postprocess import extra_model_kinds
-from modules.engine.requests import Img2ImgBatchRequest, Img2ImgRequest, Txt2ImgRequest
+from modules.extensions.studio import Studio
 from modules.jobs import JobQueue, JobType
 from modules.model_registry import HashCache, ModelRegistry, core_kinds
 from modules.paths import DataPaths
@@ -58,8 +59,9 @@ class Services:
         return bool(self.args.api or self.args.nowebui)
 
 
-def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
-    """Parse flags, load settings and extensions. Raises cli.CliError for a bad command line."""
+def build_services(argv: Sequence[str], env: Mapping[str, str], unknown_out: list[str] | None = None) -> Services:
+    """Parse flags, load settings and extensions. Raises cli.CliError for a bad command line, unless
+    `unknown_out` is given: then arguments the app does not know go there (a command's own arguments)."""
     early = cli.parse_lenient(argv, env)
     paths = paths_mod.from_args(early)
     paths.ensure()
@@ -79,7 +81,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     load_all(records, settings.get("disabled_extensions"), early.disable_all_extensions, make_api)
     extensions = ExtensionRegistry(records, hooks)
 
-    args = cli.parse_strict(argv, env, extensions.extra_flags())
+    args = cli.parse_strict(argv, env, extensions.extra_flags(), unknown_out)
     extensions.bind_flags(args)
     extensions.apply_settings(settings)
     extensions.apply_model_kinds(models, paths.model_folder)
@@ -98,6 +100,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
     downloads = DownloadManager(paths.model_folder, paths.tmp, Catalogue.with_defaults())
     download_jobs = JobQueue(HookRegistry(), retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
     downloads.register_job_type(download_jobs)
+    extensions.apply_downloads(downloads.catalogue)
 
     ui_logins, api_logins = auth.from_args(args)
     installer = ExtensionInstaller(paths.extensions, paths.tmp)
@@ -107,6 +110,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str]) -> Services:
         download_jobs=download_jobs, access=access,
         ui_logins=ui_logins, api_logins=api_logins,
     )
+    extensions.bind_studio(Studio(services))
     services.notices.extend(_start_notices(services))
     return services
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.errors import NotFound, UserError
 from modules.extensions.hooks import HOOKS, AppStarted, GenerateEvent, ImageSaveEvent
 from modules.settings.options import Option
 
@@ -25,6 +26,8 @@ class TabContribution:
     title: str
     build: Callable[[], Any]  # called inside the UI's gr.Blocks context; it creates the tab's components
     elem_id: str
+    # With True, build() returns the gr.Image that "Send to <title>" buttons on txt2img and img2img fill.
+    takes_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,24 @@ class JobTypeContribution:
 
 
 @dataclass(frozen=True)
+class DownloadContribution:
+    """A file for the download manager's catalogue (the fields of `modules.downloads.CatalogueEntry`)."""
+
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CommandContribution:
+    """`python launch.py <name> ...`: `configure(parser)` adds its arguments, `run(args, studio)` returns the
+    exit status."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Any], int]
+
+
+@dataclass(frozen=True)
 class ScriptContribution:
     title: str
     apply: Callable[[list[Any], dict[str, Any]], dict[str, Any] | None]
@@ -65,6 +86,8 @@ class Contributions:
     model_kinds: list[ModelKindContribution] = field(default_factory=list)
     job_types: list[JobTypeContribution] = field(default_factory=list)
     scripts: list[ScriptContribution] = field(default_factory=list)
+    downloads: list[DownloadContribution] = field(default_factory=list)
+    commands: list[CommandContribution] = field(default_factory=list)
     hooks: list[tuple[str, Callable[[Any], Any]]] = field(default_factory=list)
 
 
@@ -74,6 +97,8 @@ class ExtensionAPI:
     version = API_VERSION
     # Re-exported so that extensions need no import from `modules`.
     Option = Option
+    UserError = UserError  # raise it (or NotFound) with a message for the user: the UI and the API show it
+    NotFound = NotFound
     AppStarted = AppStarted
     GenerateEvent = GenerateEvent
     ImageSaveEvent = ImageSaveEvent
@@ -88,6 +113,7 @@ class ExtensionAPI:
         self._settings_get = settings_get
         self._model_folder = model_folder
         self._args: argparse.Namespace | None = None
+        self._studio: Any = None
 
     # -- read-only views -----------------------------------------------------------------------------------
 
@@ -108,11 +134,29 @@ class ExtensionAPI:
     def bind_flags(self, args: argparse.Namespace) -> None:
         self._args = args
 
+    @property
+    def studio(self) -> Any:
+        """The running app's services for extensions (`modules.extensions.studio.Studio`): the job queue, the
+        device, face restoration and upscaling, output folders and downloads. Bound once the app is built, so
+        use it in tabs, routes, jobs and commands, not during register()."""
+        if self._studio is None:
+            raise RuntimeError("the studio is bound after every extension has registered; use it at run time")
+        return self._studio
+
+    def bind_studio(self, studio: Any) -> None:
+        self._studio = studio
+
     # -- contributions -------------------------------------------------------------------------------------
 
-    def add_tab(self, title: str, build: Callable[[], Any], elem_id: str | None = None) -> None:
-        """Add a UI tab. `build()` runs inside the tab and creates its gradio components."""
-        self.contributions.tabs.append(TabContribution(title, build, elem_id or f"tab_ext_{self.id}_{len(self.contributions.tabs)}"))
+    def add_tab(self, title: str, build: Callable[[], Any], elem_id: str | None = None,
+                takes_images: bool = False) -> None:
+        """Add a UI tab. `build()` runs inside the tab and creates its gradio components.
+
+        With `takes_images`, txt2img and img2img get a "Send to <title>" button and `build()` must return the
+        gr.Image component it fills.
+        """
+        elem_id = elem_id or f"tab_ext_{self.id}_{len(self.contributions.tabs)}"
+        self.contributions.tabs.append(TabContribution(title, build, elem_id, takes_images))
 
     def add_settings(self, label: str, options: Sequence[Option]) -> None:
         """Add a settings section, shown in the Settings tab and stored in config.json."""
@@ -141,6 +185,21 @@ class ExtensionAPI:
     def add_job_type(self, name: str, request_model: type, run: Callable[..., Any]) -> None:
         """Add a kind of job the queue can run: a pydantic request model and the function that runs it."""
         self.contributions.job_types.append(JobTypeContribution(name, request_model, run))
+
+    def add_download(self, **fields: Any) -> None:
+        """Add a file to the download manager's catalogue: id, name, url, size, sha256, folder, filename,
+        description and optionally licence_note (see `modules.downloads.CatalogueEntry`)."""
+        self.contributions.downloads.append(DownloadContribution(dict(fields)))
+
+    def add_command(self, name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
+                    run: Callable[[argparse.Namespace, Any], int]) -> None:
+        """Add `python launch.py <name> ...`: a command-line tool that runs with the app's services (no server).
+
+        `configure(parser)` adds the arguments; `run(args, studio)` does the work and returns the exit status.
+        """
+        if not name.isidentifier() or name.startswith("_"):
+            raise ValueError(f"command names are plain words: {name!r}")
+        self.contributions.commands.append(CommandContribution(name, help, configure, run))
 
     def add_alwayson_script(self, title: str,
                             apply: Callable[[list[Any], dict[str, Any]], dict[str, Any] | None]) -> None:

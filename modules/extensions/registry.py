@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from modules.cli import ExtraFlag
-from modules.extensions.api import RouteContribution, ScriptContribution, TabContribution
+from modules.downloads.catalogue import Catalogue, CatalogueEntry
+from modules.extensions.api import CommandContribution, RouteContribution, ScriptContribution, TabContribution
 from modules.extensions.hooks import HookRegistry
 from modules.extensions.loader import ExtensionRecord
 from modules.jobs import JobQueue, JobType
@@ -87,6 +88,25 @@ class ExtensionRegistry:
         for record, _, job in self._each(lambda c: c.job_types):
             self._guard(record, "job type", lambda: jobs.register(
                 JobType(job.name, job.request_model, job.run, owner=record.id)))
+
+    def apply_downloads(self, catalogue: Catalogue) -> None:
+        for record, _, download in self._each(lambda c: c.downloads):
+            self._guard(record, "download entry", lambda: catalogue.add(CatalogueEntry(**download.fields)))
+
+    def bind_studio(self, studio: Any) -> None:
+        for record in self.loaded():
+            record.api.bind_studio(studio)  # type: ignore[union-attr]
+
+    def commands(self) -> dict[str, tuple[ExtensionRecord, CommandContribution]]:
+        """`python launch.py <name>` tools by name; a name taken by an earlier extension fails the later one."""
+        found: dict[str, tuple[ExtensionRecord, CommandContribution]] = {}
+        for record, _, command in self._each(lambda c: c.commands):
+            owner = found.get(command.name)
+            if owner is not None and owner[0] is not record:
+                self.fail(record, f"its command '{command.name}' is already provided by {owner[0].id}")
+                continue
+            found[command.name] = (record, command)
+        return found
 
     def apply_scripts(self) -> None:
         """Index always-on scripts by lower-cased title; a title taken by an earlier extension fails the later one."""

@@ -37,9 +37,9 @@ def test_discovery_and_every_contribution(data: Path) -> None:
     assert states(services) == {"hello": "loaded"}
     record = services.extensions.get("hello")
     assert record.load_ms > 0
-    assert [t.title for _, t in services.extensions.tabs()] == ["Hello"]
+    assert [t.title for r, t in services.extensions.tabs() if r.id == "hello"] == ["Hello"]
     assert services.settings.get("hello_greeting") == "hi"
-    assert [r.path for _, r in services.extensions.routes()] == ["/ext/hello/ping"]
+    assert [r.path for e, r in services.extensions.routes() if e.id == "hello"] == ["/ext/hello/ping"]
     assert services.args.hello_loud is True
     assert "HelloModels" in [k.name for k in services.models.kinds()]
     assert (data / "models" / "HelloModels").parent.is_dir()
