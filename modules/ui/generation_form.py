@@ -199,6 +199,25 @@ def results_area(prefix: str) -> ResultsArea:
     return ResultsArea(progress, preview, gallery, info)
 
 
+def gallery_selection(results: ResultsArea) -> gr.State:
+    """The gallery image the user clicked; None means "the first image" (the grid is skipped, see shell)."""
+    selected = gr.State(None)
+    results.gallery.select(_selected_index, None, selected, api_visibility="private")
+    results.gallery.change(lambda: None, None, selected, api_visibility="private")
+    return selected
+
+
+def _selected_index(evt: gr.SelectData) -> int:
+    return int(evt.index)
+
+
+def extension_send_buttons(services: Services, prefix: str) -> dict[str, gr.Button]:
+    """A "Send to <tab>" button for every extension tab that takes images (SadTalker), by the tab's id; the
+    shell connects them once those tabs exist."""
+    return {tab.elem_id: gr.Button(f"Send to {tab.title}", elem_id=f"{prefix}_send_to_{tab.elem_id}", size="sm")
+            for _, tab in services.extensions.tabs() if tab.takes_images}
+
+
 # Builds (job type, request) from the form's values; a UserError it raises is shown in the tab.
 RequestBuilder = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
 

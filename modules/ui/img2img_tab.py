@@ -118,6 +118,9 @@ def build(services: Services) -> Img2ImgTab:
             controlnet = controlnet_ui.build(services, "img2img", (width, height))
         with gr.Column(scale=1):
             results = form.results_area("img2img")
+            with gr.Row():
+                send_extensions = form.extension_send_buttons(services, "img2img")
+    selected = form.gallery_selection(results)
 
     fields = {"prompt": area.prompt, "negative_prompt": area.negative, "styles": area.styles,
               "sampler_name": sampler, "scheduler": scheduler, "steps": steps, "width": width, "height": height,
@@ -151,7 +154,9 @@ def build(services: Services) -> Img2ImgTab:
     for image in images.values():  # a new image changes what "Resize by" gives (not each brush stroke)
         image.upload(size_label, size_inputs, scale_label, api_visibility="private", show_progress="hidden")
     return Img2ImgTab(keys=keys, outputs=[fields[k] for k in keys], subtabs=subtabs, mode=mode,
-                      inpaint_group=inpaint_group, init_img=init_img, init_img_with_mask=init_img_with_mask)
+                      inpaint_group=inpaint_group, init_img=init_img, init_img_with_mask=init_img_with_mask,
+                      gallery=results.gallery, selected=selected, info=results.info,
+                      send_to_extensions=send_extensions)
 
 
 def _select_subtab(name: str) -> tuple[str, Any]:
@@ -184,6 +189,11 @@ class Img2ImgTab:
     inpaint_group: gr.Column
     init_img: gr.Image
     init_img_with_mask: gr.ImageEditor
+    # Its results, for "Send to <extension tab>".
+    gallery: gr.Gallery
+    selected: gr.State
+    info: gr.Textbox
+    send_to_extensions: dict[str, gr.Button]
 
     @property
     def send_outputs(self) -> list[Any]:

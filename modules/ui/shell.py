@@ -44,11 +44,12 @@ def build_ui(services: Services) -> gr.Blocks:
             for title, elem_id, build in CORE_TABS:
                 with gr.Tab(title, id=elem_id, elem_id=elem_id):
                     built[elem_id] = build(services)
-            _extension_tabs(services, reserved={elem_id for _, elem_id, _ in CORE_TABS + LAST_TABS})
+            image_inputs = _extension_tabs(services, reserved={elem_id for _, elem_id, _ in CORE_TABS + LAST_TABS})
             for title, elem_id, build in LAST_TABS:
                 with gr.Tab(title, id=elem_id, elem_id=elem_id):
                     build(services)
         _send_to(tabs, built["tab_pnginfo"], built["tab_txt2img"], built["tab_img2img"])
+        _send_to_extensions(tabs, (built["tab_txt2img"], built["tab_img2img"]), image_inputs)
     services.notices.extend(apply_ui_config(demo, services.paths.ui_config_file))
     if services.notices:
         notices.value = "\n".join(f"- {html.escape(n)}" for n in services.notices)
@@ -86,13 +87,39 @@ def _send_gallery(send: Callable[..., list[Any]], target: str, gallery: list[tup
                   selected: int | None, info: str) -> list[Any]:
     """The clicked gallery image, or the first one that is not the grid; the info box is the infotext of last
     resort (an image saved without metadata)."""
+    path, is_first = _picked(gallery, selected)
+    # The info box holds the first image's infotext (txt2img's generator shows that one).
+    return send(path, info if is_first else "", target)
+
+
+def _picked(gallery: list[tuple[str, str | None]] | None, selected: int | None) -> tuple[str | None, bool]:
+    """(path of the clicked image or else the first that is not the grid, whether that is the first one)."""
     items = gallery or []
     if not items:
-        return send(None, "", target)
+        return None, False
     first = next((i for i, (_, caption) in enumerate(items) if caption != "grid"), 0)
     index = selected if selected is not None and 0 <= selected < len(items) else first
-    # The info box holds the first image's infotext (txt2img's generator shows that one).
-    return send(items[index][0], info if index == first else "", target)
+    return items[index][0], index == first
+
+
+def _send_to_extensions(tabs: gr.Tabs, sources: tuple[Any, ...], image_inputs: dict[str, gr.Image]) -> None:
+    """"Send to <extension tab>" from txt2img and img2img: the picked result goes into the tab's image input
+    and the tab opens. A button whose tab failed to build is hidden."""
+    for source in sources:
+        for elem_id, button in source.send_to_extensions.items():
+            target = image_inputs.get(elem_id)
+            if target is None:
+                button.visible = False
+                continue
+            button.click(functools.partial(_send_picked, elem_id), [source.gallery, source.selected],
+                         [target, tabs], api_visibility="private")
+
+
+def _send_picked(elem_id: str, gallery: list[tuple[str, str | None]] | None, selected: int | None) -> list[Any]:
+    path, _ = _picked(gallery, selected)
+    if path is None:
+        return [gr.update(), gr.update()]
+    return [path, gr.Tabs(selected=elem_id)]
 
 
 def _size_and_infotext(path: str) -> tuple[tuple[int, int] | None, str]:
@@ -103,16 +130,23 @@ def _size_and_infotext(path: str) -> tuple[tuple[int, int] | None, str]:
         return None, ""  # img2img's own checks say what is wrong with the image when it is used
 
 
-def _extension_tabs(services: Services, reserved: set[str]) -> None:
+def _extension_tabs(services: Services, reserved: set[str]) -> dict[str, gr.Image]:
+    """Build the extension tabs; returns the image inputs of those that take images, by tab id."""
+    image_inputs: dict[str, gr.Image] = {}
     for record, tab in services.extensions.tabs():
         if tab.elem_id in reserved:
             services.extensions.fail(record, f"its tab id '{tab.elem_id}' is taken by a core tab")
             continue
         reserved.add(tab.elem_id)
-        with gr.Tab(tab.title, elem_id=tab.elem_id):
+        with gr.Tab(tab.title, id=tab.elem_id, elem_id=tab.elem_id):
             try:
-                tab.build()
+                built = tab.build()
+                if tab.takes_images:
+                    if not isinstance(built, gr.Image):
+                        raise TypeError(f"a tab that takes images must return its gr.Image, not {type(built).__name__}")
+                    image_inputs[tab.elem_id] = built
             except Exception as e:  # noqa: BLE001 - a broken tab must not take the page down
                 services.extensions.fail(record, f"its tab could not be built: {e}", traceback.format_exc())
                 gr.Markdown(f"This tab failed to build: {html.escape(str(e))}. See the Extensions tab.",
                             elem_classes=["tab-error"])
+    return image_inputs

@@ -54,10 +54,8 @@ def build(services: Services) -> Txt2ImgTab:
             with gr.Row():
                 send_img2img = gr.Button("🖼️ Send to img2img", elem_id="txt2img_send_to_img2img", size="sm")
                 send_inpaint = gr.Button("🎨️ Send to inpaint", elem_id="txt2img_send_to_inpaint", size="sm")
-    # The gallery image the user clicked; None means "the first image" (the grid is skipped, see shell).
-    selected = gr.State(None)
-    results.gallery.select(_selected_index, None, selected, api_visibility="private")
-    results.gallery.change(lambda: None, None, selected, api_visibility="private")
+                send_extensions = form.extension_send_buttons(services, "txt2img")
+    selected = form.gallery_selection(results)
 
     fields = {"prompt": area.prompt, "negative_prompt": area.negative, "styles": area.styles,
               "sampler_name": sampler, "scheduler": scheduler, "steps": steps, "width": width, "height": height,
@@ -70,11 +68,8 @@ def build(services: Services) -> Txt2ImgTab:
     inputs = {**fields, **controlnet.inputs}
     form.wire_generation(services, area, steps, seeds, results, inputs, build_request, keys, "txt2img")
     return Txt2ImgTab(keys=keys, outputs=[fields[k] for k in keys], gallery=results.gallery, selected=selected,
-                      info=results.info, send_to_img2img=send_img2img, send_to_inpaint=send_inpaint)
-
-
-def _selected_index(evt: gr.SelectData) -> int:
-    return int(evt.index)
+                      info=results.info, send_to_img2img=send_img2img, send_to_inpaint=send_inpaint,
+                      send_to_extensions=send_extensions)
 
 
 @dataclass(frozen=True)
@@ -89,6 +84,7 @@ class Txt2ImgTab:
     info: gr.Textbox
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
+    send_to_extensions: dict[str, gr.Button]  # by extension tab id
 
 
 def paste_updates(keys: list[str], text: str) -> list[Any]:
