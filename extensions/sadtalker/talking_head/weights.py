@@ -129,16 +129,19 @@ def _synthetic_tensor(spec: ParamSpec, shapes: Mapping[str, tuple[int, ...]], se
     return _dense_draw(key, shape, seed)
 
 
-def synthetic_state_dict(network: str, seed: int, specs: Sequence[ParamSpec] | None = None) -> dict[str, Tensor]:
+def synthetic_state_dict(
+    network: str, seed: int, specs: Sequence[ParamSpec] | None = None, config: Mapping[str, Any] | None = None
+) -> dict[str, Tensor]:
     """Deterministic synthetic weights for `network` (a manifest name), as the golden vectors were made.
 
     `specs` is the key list to fill (normally the manifest's `params`); by default it is read off our own
-    network class, whose layout the tests check against the manifest key for key.
+    network class, whose layout the tests check against the manifest key for key, built with the architecture
+    `config` (constructor overrides, see `nets.build_network`; None = upstream's configuration).
     """
     if specs is None:
         from .nets import build_network
 
-        specs = param_specs_from_module(build_network(network, device="meta"))
+        specs = param_specs_from_module(build_network(network, device="meta", config=config))
     shapes = {spec.key: spec.shape for spec in specs}
     state = {spec.key: _synthetic_tensor(spec, shapes, seed) for spec in specs}
     if network == "kp_extractor" and "down.weight" in state:
@@ -198,11 +201,21 @@ def load_strict(
     module.load_state_dict(dict(state_dict), strict=True, assign=assign)
 
 
-def build_and_load(network: str, state_dict: Mapping[str, Tensor], source_name: str, device: str = "cpu") -> nn.Module:
-    """Build our class for `network` without initialising it, load `state_dict` strictly, return it in eval mode."""
+def build_and_load(
+    network: str,
+    state_dict: Mapping[str, Tensor],
+    source_name: str,
+    device: str = "cpu",
+    config: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Build our class for `network` without initialising it, load `state_dict` strictly, return it in eval mode.
+
+    `config` is the architecture config (constructor overrides) to build with; None = upstream's configuration.
+    The state dict must fit the network built from it exactly, as always.
+    """
     from .nets import build_network
 
-    module = build_network(network, device="meta")
+    module = build_network(network, device="meta", config=config)
     load_strict(module, state_dict, source_name, assign=True)
     return module.to(device).eval()
 

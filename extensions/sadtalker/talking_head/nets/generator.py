@@ -4,11 +4,18 @@ Reproduces upstream `src/facerender/modules/generator.OcclusionAwareSPADEGenerat
 common_params of facerender.yaml (identical in facerender_still.yaml; same shapes at 256 and 512, only the
 weights differ). Keys: `dense_motion_network.*`, `first.*`, `down_blocks.*`, `second.*`, `resblocks_3d.3drN.*`,
 `third.*`, `fourth.*`, `decoder.*` (SPADE decoder with spectral-normalised blocks).
+
+All defaults are upstream's. `dense_motion_params` (upstream's name in facerender.yaml) and `decoder_params` only
+exist so that small test networks can be built from an architecture config; the dense motion network always gets
+the generator's `num_kp`, `feature_channel` and `reshape_depth`, and the decoder's input width is the width the
+generator feeds it (`block_expansion * 2**num_down_blocks`, 256 upstream).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,11 +41,25 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         reshape_channel: int = 32,
         reshape_depth: int = 16,
         num_resblocks: int = 6,
+        dense_motion_params: Mapping[str, Any] | None = None,
+        decoder_params: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        dense_motion_params = dict(dense_motion_params or {})
+        derived = sorted({"num_kp", "feature_channel", "reshape_depth"} & set(dense_motion_params))
+        if derived:
+            raise ValueError(f"dense_motion_params may not set {', '.join(derived)}: they follow the generator's")
+        decoder_params = dict(decoder_params or {})
+        if "ic" in decoder_params:
+            raise ValueError("decoder_params may not set ic: it is block_expansion * 2**num_down_blocks")
+        if reshape_channel * reshape_depth != max_features:
+            raise ValueError(
+                f"reshape_channel * reshape_depth ({reshape_channel} * {reshape_depth}) must equal max_features "
+                f"({max_features}): the 2D features are viewed as that 3D volume"
+            )
         # Registered first: upstream's state_dict lists the dense motion network before the encoder.
         self.dense_motion_network = DenseMotionNetwork(
-            num_kp=num_kp, feature_channel=feature_channel, reshape_depth=reshape_depth
+            num_kp=num_kp, feature_channel=feature_channel, reshape_depth=reshape_depth, **dense_motion_params
         )
         self.first = SameBlock2d(image_channel, block_expansion, kernel_size=3, padding=1)
         self.down_blocks = nn.ModuleList(
@@ -57,7 +78,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         out_features = block_expansion * (2**num_down_blocks)
         self.third = SameBlock2d(max_features, out_features, kernel_size=3, padding=1, lrelu=True)
         self.fourth = nn.Conv2d(out_features, out_features, kernel_size=1, stride=1)
-        self.decoder = SPADEDecoder()
+        self.decoder = SPADEDecoder(ic=out_features, **decoder_params)
 
     @staticmethod
     def deform_input(volume: Tensor, deformation: Tensor) -> Tensor:

@@ -54,7 +54,7 @@ class SPADE(nn.Module):
 class SPADEResnetBlock(nn.Module):
     """x_s + conv_1(lrelu(norm_1(conv_0(lrelu(norm_0(x)))))); x_s = conv_s(norm_s(x)) when channels change."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int = 256) -> None:
+    def __init__(self, fin: int, fout: int, label_nc: int = 256, hidden: int = 128) -> None:
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
@@ -62,10 +62,10 @@ class SPADEResnetBlock(nn.Module):
         self.conv_1 = SpectralNormConv2d(fmiddle, fout, kernel_size=3, padding=1)
         if self.learned_shortcut:
             self.conv_s = SpectralNormConv2d(fin, fout, kernel_size=1, bias=False)
-        self.norm_0 = SPADE(fin, label_nc)
-        self.norm_1 = SPADE(fmiddle, label_nc)
+        self.norm_0 = SPADE(fin, label_nc, hidden)
+        self.norm_1 = SPADE(fmiddle, label_nc, hidden)
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, label_nc)
+            self.norm_s = SPADE(fin, label_nc, hidden)
 
     def forward(self, x: Tensor, seg: Tensor) -> Tensor:
         # The shortcut has no activation between norm_s and conv_s (upstream `shortcut`).
@@ -76,20 +76,25 @@ class SPADEResnetBlock(nn.Module):
 
 
 class SPADEDecoder(nn.Module):
-    """(B, 256, h, w) warped features -> (B, 3, 4h, 4w) image in (0, 1)."""
+    """(B, ic, h, w) warped features -> (B, 3, 4h, 4w) image in (0, 1).
 
-    def __init__(self, ic: int = 256, oc: int = 64) -> None:
+    Defaults are upstream's fixed decoder (ic 256, oc 64, SPADE hidden width 128, 6 middle blocks). The other
+    values exist only to build small test networks (an architecture config carried by the checkpoint file).
+    """
+
+    def __init__(self, ic: int = 256, oc: int = 64, hidden: int = 128, num_middle_blocks: int = 6) -> None:
         super().__init__()
+        self.num_middle_blocks = num_middle_blocks
         self.fc = nn.Conv2d(ic, 2 * ic, 3, padding=1)
-        for i in range(6):
-            self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, label_nc=ic))
-        self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc=ic)
-        self.up_1 = SPADEResnetBlock(ic, oc, label_nc=ic)
+        for i in range(num_middle_blocks):
+            self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, label_nc=ic, hidden=hidden))
+        self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc=ic, hidden=hidden)
+        self.up_1 = SPADEResnetBlock(ic, oc, label_nc=ic, hidden=hidden)
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
 
     def forward(self, feature: Tensor) -> Tensor:
         x = self.fc(feature)
-        for i in range(6):
+        for i in range(self.num_middle_blocks):
             x = self.get_submodule(f"G_middle_{i}")(x, feature)
         x = self.up_0(F.interpolate(x, scale_factor=2), feature)  # nn.Upsample(scale_factor=2): nearest
         x = self.up_1(F.interpolate(x, scale_factor=2), feature)
