@@ -288,3 +288,18 @@ def test_importing_stays_cheap() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_boxes_that_overflow_or_miss_the_image_are_not_faces() -> None:
+    """A wild box regression (random or badly fitting weights) gives inf boxes; they must not reach the crop."""
+    torch.manual_seed(0)
+    detector = _retinaface()
+    net = FanLandmarker.from_networks(detector, _FakeFan(_peaks((32, 32))))
+    for head in detector.ClassHead:
+        nn.init.zeros_(head.conv1x1.weight)
+        head.conv1x1.bias.data.view(-1, 2)[:] = torch.tensor([-10.0, 10.0])
+    for head in detector.BboxHead:
+        nn.init.zeros_(head.conv1x1.weight)
+        head.conv1x1.bias.data.fill_(1e4)  # exp(1e4 * variance) overflows to inf
+    image = np.full((64, 64, 3), 128, dtype=np.uint8)
+    assert net.faces(image) == [] and net(image) is None

@@ -100,7 +100,8 @@ class FanLandmarker:
         return self
 
     def faces(self, image_rgb: np.ndarray) -> list[DetectedFace]:
-        """Every face scored above 0.97 after non-maximum suppression, largest box first."""
+        """Every face scored above 0.97 after non-maximum suppression, largest box first (boxes that are not
+        finite or lie outside the image are dropped)."""
         import torch
         from facexlib.detection.retinaface_utils import PriorBox, decode, py_cpu_nms
 
@@ -116,7 +117,10 @@ class FanLandmarker:
             scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.device)
             boxes = (decode(loc[0], priors, cfg["variance"]) * scale).float().cpu().numpy()
             scores = conf[0, :, 1].float().cpu().numpy()
-        keep = np.where(scores > CONFIDENCE)[0]
+        # A box that overflowed (exp of a wild regression) or has no area inside the image is no face to crop.
+        inside = (np.minimum(boxes[:, 2], width) > np.maximum(boxes[:, 0], 0)) & (
+            np.minimum(boxes[:, 3], height) > np.maximum(boxes[:, 1], 0))
+        keep = np.where((scores > CONFIDENCE) & np.isfinite(boxes).all(axis=1) & inside)[0]
         order = keep[scores[keep].argsort()[::-1]]
         dets = np.hstack((boxes[order], scores[order, None])).astype(np.float32, copy=False)
         kept = py_cpu_nms(dets, NMS_THRESHOLD) if len(dets) else []
