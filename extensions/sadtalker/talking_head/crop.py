@@ -39,7 +39,7 @@ class FaceLandmarker(Protocol):
     """Face detector + 68-point landmark model.
 
     Called with an RGB uint8 (H, W, 3) image; returns (68, 2) float32 landmarks in pixels (x right, y down) of
-    the first face found (upstream uses the first RetinaFace box), or None when there is no face.
+    one face (ours: the largest; upstream: the first RetinaFace box), or None when there is no face.
     """
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None: ...
