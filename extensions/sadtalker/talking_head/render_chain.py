@@ -73,7 +73,8 @@ def source_image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {tuple(image.shape)}")
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255
+    pixels = np.require(image, requirements=["C", "W"])  # torch warns about (and may write to) read-only arrays
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).to(torch.float32) / 255
     if tensor.shape[2:] != (size, size):
         tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         tensor = tensor.clamp(0, 1)
