@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .request import TalkingHeadRequest
+from .request import PREPROCESS_CHOICES
 from .runner import FACE_MODELS, JOB_TYPE, MODEL_KIND, TalkingHeadRunner
 
 _LIST_FIELDS = ("input_yaw", "input_pitch", "input_roll")
@@ -44,9 +44,11 @@ def register_routes(api: Any, runner: TalkingHeadRunner) -> None:
         return _video_response(_finished(api, job))
 
     def models(size: int = 256, preprocess: str = "crop") -> dict[str, Any]:
-        request = TalkingHeadRequest.model_validate({"image": "x", "audio": "x", "size": size,
-                                                     "preprocess": preprocess})
-        missing = runner.missing(request.size, request.preprocess)
+        if size not in (256, 512):
+            raise api.UserError(f"size must be 256 or 512, not {size}", field="size")
+        if preprocess not in PREPROCESS_CHOICES:
+            raise api.UserError(f"preprocess must be one of {', '.join(PREPROCESS_CHOICES)}", field="preprocess")
+        missing = runner.missing(size, preprocess)
         downloads = {name: entry_id for folder in (MODEL_KIND, FACE_MODELS)
                      for name, entry_id in api.studio.catalogue_ids(folder, missing.get(folder, [])).items()}
         return {"missing": missing, "downloads": downloads, "ready": not missing}

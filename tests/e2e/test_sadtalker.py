@@ -141,6 +141,8 @@ def test_the_job_api_runs_it_and_the_video_route_serves_it(app: tuple[TestClient
 def test_models_route_names_what_is_missing(app: tuple[TestClient, Services]) -> None:
     client, _ = app
     assert client.get("/ext/sadtalker/models", params={"size": 256, "preprocess": "full"}).json()["ready"] is True
+    wrong = client.get("/ext/sadtalker/models", params={"size": 384})
+    assert wrong.status_code == 400 and "256 or 512" in wrong.json()["detail"]
 
 
 # -- bad inputs: each one a clear message, no file left behind ----------------------------------------------------
