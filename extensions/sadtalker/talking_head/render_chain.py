@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .nets.keypoint_transform import keypoint_transformation
 from .render_windows import coeff_width, frame_windows, source_semantics, target_coefficients
 
 if TYPE_CHECKING:
@@ -113,6 +112,8 @@ def prepare(
     """
     import torch
 
+    from .nets.keypoint_transform import keypoint_transformation  # imports torch: not at module import
+
     width = coeff_width(preprocess)
     expected = nets.mapping.first[0].in_channels
     if expected != width:
@@ -145,6 +146,8 @@ def prepare(
 def driving_keypoints(nets: RendererNets, setup: RenderSetup, start: int, stop: int) -> torch.Tensor:
     """(stop - start, 15, 3) driving keypoints of frames start..stop-1."""
     import torch
+
+    from .nets.keypoint_transform import keypoint_transformation  # imports torch: not at module import
 
     count = stop - start
     with torch.inference_mode():
