@@ -51,9 +51,6 @@ class Studio:
         """Start the queue's worker (the server does this itself; a command-line tool calls it)."""
         self._services.jobs.start()
 
-    def stop_worker(self) -> None:
-        self._services.jobs.stop()
-
     # -- the device -----------------------------------------------------------------------------------------------
 
     @contextmanager
@@ -67,9 +64,6 @@ class Studio:
             yield choice
 
     # -- images ---------------------------------------------------------------------------------------------------
-
-    def face_restorer_names(self) -> list[str]:
-        return self._services.engine.face_restorers.names()
 
     def restore_faces(self, image: Image.Image, name: str | None = None,
                       check: Callable[[], object] | None = None) -> Image.Image:
@@ -104,9 +98,6 @@ class Studio:
     def next_output_number(self, folder: Path) -> int:
         """The next free A1111 counter (`00042-...`) in `folder`."""
         return next_sequence_number(folder)
-
-    def model_folder(self, kind: str) -> Path:
-        return self._services.paths.model_folder(kind)
 
     def catalogue_ids(self, folder: str, filenames: list[str]) -> dict[str, str]:
         """filename -> catalogue id, for those of `filenames` in model folder `folder` the catalogue lists."""
