@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .request import PREPROCESS_CHOICES
-from .runner import FACE_MODELS, JOB_TYPE, MODEL_KIND, TalkingHeadRunner
+from .runner import JOB_TYPE, TalkingHeadRunner
 
 _LIST_FIELDS = ("input_yaw", "input_pitch", "input_roll")
 _FILE_FIELDS = ("image", "audio", "ref_eyeblink", "ref_pose")
@@ -49,9 +49,7 @@ def register_routes(api: Any, runner: TalkingHeadRunner) -> None:
         if preprocess not in PREPROCESS_CHOICES:
             raise api.UserError(f"preprocess must be one of {', '.join(PREPROCESS_CHOICES)}", field="preprocess")
         missing = runner.missing(size, preprocess)
-        downloads = {name: entry_id for folder in (MODEL_KIND, FACE_MODELS)
-                     for name, entry_id in api.studio.catalogue_ids(folder, missing.get(folder, [])).items()}
-        return {"missing": missing, "downloads": downloads, "ready": not missing}
+        return {"missing": missing, "downloads": runner.download_ids(missing), "ready": not missing}
 
     def _video_response(result: dict[str, Any]) -> Any:
         path = Path(result["video"])

@@ -87,6 +87,11 @@ class TalkingHeadRunner:
                 found[FACE_MODELS] = faces
         return found
 
+    def download_ids(self, missing: dict[str, list[str]]) -> dict[str, str]:
+        """filename -> download catalogue id, for the files of `missing()` the catalogue lists."""
+        return {name: entry_id for folder, names in missing.items()
+                for name, entry_id in self._api.studio.catalogue_ids(folder, names).items()}
+
     def _check_files(self, size: int, preprocess: str) -> None:
         missing = self.missing(size, preprocess)
         if missing:

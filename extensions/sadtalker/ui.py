@@ -14,7 +14,7 @@ from typing import Any
 
 from .media import file_to_base64
 from .request import MAX_BATCH_SIZE, MAX_POSE_STYLE, PREPROCESS_CHOICES
-from .runner import FACE_MODELS, JOB_TYPE, MODEL_KIND, TalkingHeadRunner, parse_stage_text
+from .runner import JOB_TYPE, TalkingHeadRunner, parse_stage_text
 from .talking_head import pipeline
 
 _POLL_S = 0.5
@@ -33,9 +33,10 @@ def build_tab(api: Any, runner: TalkingHeadRunner) -> Any:
             audio = gr.Audio(label="Input audio", type="filepath", sources=["upload", "microphone"],
                              elem_id="sadtalker_driven_audio")
         with gr.Column(variant="panel"):
-            missing = gr.Markdown(_missing_text(api, runner, 256, "crop"), elem_id="sadtalker_missing")
+            missing_now = runner.missing(256, "crop")
+            missing = gr.Markdown(_missing_text(missing_now), elem_id="sadtalker_missing")
             download = gr.Button("Download missing files", size="sm", elem_id="sadtalker_download",
-                                 visible=bool(runner.missing(256, "crop")))
+                                 visible=bool(missing_now))
             pose_style = gr.Slider(0, MAX_POSE_STYLE, value=0, step=1, label="Pose style",
                                    elem_id="sadtalker_pose_style")
             size = gr.Radio([256, 512], value=256, label="Face model resolution", elem_id="sadtalker_size")
@@ -82,7 +83,7 @@ def build_tab(api: Any, runner: TalkingHeadRunner) -> Any:
     generate.click(run, fields, [progress, video, info, job_id], api_visibility="private")
     cancel.click(lambda current: _cancel(api, current), job_id, None, api_visibility="private")
     for control in (size, preprocess):
-        control.change(lambda s, p: _missing_updates(api, runner, s, p), [size, preprocess], [missing, download],
+        control.change(lambda s, p: _missing_updates(runner, s, p), [size, preprocess], [missing, download],
                        api_visibility="private")
     download.click(lambda s, p: _download(api, runner, s, p), [size, preprocess], [missing, download],
                    api_visibility="private")
@@ -171,18 +172,18 @@ def _upscalers(api: Any) -> list[str]:
     return [name for name in api.studio.upscaler_names() if name not in ("None", "Latent")]
 
 
-def _missing_text(api: Any, runner: TalkingHeadRunner, size: int, preprocess: str) -> str:
-    missing = runner.missing(int(size), preprocess)
+def _missing_text(missing: dict[str, list[str]]) -> str:
     if not missing:
         return "✅ The SadTalker model files for this choice are installed."
     lines = [f"- `models/{folder}/{name}`" for folder, names in missing.items() for name in names]
     return "⚠️ These files are missing:\n" + "\n".join(lines)
 
 
-def _missing_updates(api: Any, runner: TalkingHeadRunner, size: int, preprocess: str) -> tuple[Any, Any]:
+def _missing_updates(runner: TalkingHeadRunner, size: int, preprocess: str) -> tuple[Any, Any]:
     import gradio as gr
 
-    return _missing_text(api, runner, size, preprocess), gr.update(visible=bool(runner.missing(int(size), preprocess)))
+    missing = runner.missing(int(size), preprocess)
+    return _missing_text(missing), gr.update(visible=bool(missing))
 
 
 def _download(api: Any, runner: TalkingHeadRunner, size: int, preprocess: str) -> tuple[Any, Any]:
@@ -190,17 +191,12 @@ def _download(api: Any, runner: TalkingHeadRunner, size: int, preprocess: str) -
     import gradio as gr
 
     missing = runner.missing(int(size), preprocess)
-    queued, unknown = [], []
-    for folder in (MODEL_KIND, FACE_MODELS):
-        names = missing.get(folder, [])
-        ids = api.studio.catalogue_ids(folder, names)
-        for name in names:
-            if name in ids:
-                api.studio.download(ids[name])
-                queued.append(name)
-            else:
-                unknown.append(name)
-    text = _missing_text(api, runner, size, preprocess)
+    ids = runner.download_ids(missing)
+    queued = [name for names in missing.values() for name in names if name in ids]
+    unknown = [name for names in missing.values() for name in names if name not in ids]
+    for name in queued:
+        api.studio.download(ids[name])
+    text = _missing_text(missing)
     if queued:
         text += f"\n\nDownloading {', '.join(queued)} (progress: Settings > Model downloads)."
     if unknown:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import render_chain
-from .audio import FPS, AudioFeatures
+from .audio import AudioFeatures
 from .camera_angles import angle_sequence
 from .coeffs import generate_coefficients
 from .crop import FaceLandmarker, FaceNotFoundError, PreparedSource, plan_crop, prepare_source
@@ -190,7 +190,3 @@ def _reference(nets: TalkingHeadNets, landmarker: FaceLandmarker, video: Sequenc
 
 def _angles(degrees: Sequence[float] | None, num_frames: int) -> np.ndarray | None:
     return None if not degrees else angle_sequence(degrees, num_frames)
-
-
-def seconds(num_frames: int) -> float:
-    return num_frames / FPS
