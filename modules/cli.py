@@ -114,6 +114,14 @@ def _add_core_flags(p: _Parser) -> None:
     paths.add_argument("--vae-dir", default=None, help="folder of VAE files")
     paths.add_argument("--lora-dir", default=None, help="folder of LoRA files")
     paths.add_argument("--embeddings-dir", default=None, help="folder of textual-inversion embeddings")
+    paths.add_argument("--outputs-dir", default=None, help="where images and videos are saved (default <data-dir>/outputs)")
+
+    farm = p.add_argument_group("cluster")
+    farm.add_argument("--cluster", default=None, metavar="ADDRESS",
+                      help="run jobs on a Ray cluster: auto (RAY_ADDRESS or the head on this machine), host:6379, "
+                           "or ray://host:10001; see README 'Cluster'")
+    farm.add_argument("--cluster-cpu-workers", type=int, default=0, metavar="N",
+                      help="workers on each cluster node that has no GPU (default 0: only GPUs take jobs)")
 
     ext = p.add_argument_group("extensions")
     ext.add_argument("--enable-insecure-extension-access", action="store_true",
@@ -205,6 +213,8 @@ def parse_strict(argv: Sequence[str], env: Mapping[str, str], extra_flags: Seque
         args.precision = "fp32"
     if not 0 < args.port < 65536:
         raise CliError(f"--port {args.port} is not a TCP port (1-65535)")
+    if args.cluster_cpu_workers < 0:
+        raise CliError(f"--cluster-cpu-workers {args.cluster_cpu_workers} must be 0 or more")
     if bool(args.tls_keyfile) != bool(args.tls_certfile):
         raise CliError("--tls-keyfile and --tls-certfile must be given together")
     return args

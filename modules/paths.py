@@ -79,7 +79,7 @@ def from_args(args: argparse.Namespace) -> DataPaths:
         data=data,
         models=models,
         embeddings=_absolute(args.embeddings_dir) if args.embeddings_dir else data / "embeddings",
-        outputs=data / "outputs",
+        outputs=_absolute(args.outputs_dir) if args.outputs_dir else data / "outputs",
         extensions=data / "extensions",
         cache=data / "cache",
         tmp=data / "tmp",

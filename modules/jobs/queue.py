@@ -1,8 +1,12 @@
-"""One ordered queue and one worker for all GPU work.
+"""One ordered queue for all GPU work, and the executor that runs it.
 
 UI clicks, REST calls and extension jobs all land here, so they share the GPU first come, first served. The
-worker fires the `before_generate` and `after_generate` hooks around each job. Finished jobs stay retrievable
+queue fires the `before_generate` and `after_generate` hooks around each job. Finished jobs stay retrievable
 for the retention time, so a client that disconnected can come back for its result.
+
+Where a job runs is the executor's business: `InProcessExecutor` (the default) runs one job at a time on this
+machine; `modules.cluster` runs several at once on a farm of Ray workers. Either way jobs start in the order
+they were submitted.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -32,16 +36,56 @@ class JobType:
     request_model: type[BaseModel]
     run: Callable[[Any, JobContext], Any]
     owner: str = "core"
+    # Whether a request of this type may run on another machine of a cluster (it names no server path and
+    # its result comes back whole). None: never.
+    remote: Callable[[Any], bool] | None = None
+
+
+class Executor(Protocol):
+    """Runs the jobs the queue hands it. `ready(running)` says whether one more may start now."""
+
+    concurrent: bool  # jobs run on threads of their own (True) or one by one on the queue's worker (False)
+    poll_s: float | None  # how often `ready` must be asked again when nothing else wakes the queue
+
+    def ready(self, running: int) -> bool: ...
+
+    def execute(self, job_type: JobType, job: Job, ctx: JobContext) -> Any: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class InProcessExecutor:
+    """The embedded default: one job at a time, in this process, on this machine's device."""
+
+    concurrent = False
+    poll_s = None
+
+    def ready(self, running: int) -> bool:
+        return running == 0
+
+    def execute(self, job_type: JobType, job: Job, ctx: JobContext) -> Any:
+        with job.scope() if job.scope is not None else nullcontext():
+            return job_type.run(job.request, ctx)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
 
 class JobQueue:
-    def __init__(self, hooks: HookRegistry, retention_s: Callable[[], float] = lambda: 3600.0) -> None:
+    def __init__(self, hooks: HookRegistry, retention_s: Callable[[], float] = lambda: 3600.0,
+                 executor: Executor | None = None) -> None:
         self._hooks = hooks
         self._retention_s = retention_s
+        self._executor: Executor = executor or InProcessExecutor()
         self._types: dict[str, JobType] = {}
         self._jobs: dict[str, Job] = {}
         self._queue: deque[Job] = deque()
-        self._current: Job | None = None
+        self._running: list[Job] = []
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._stopping = False
@@ -57,6 +101,14 @@ class JobQueue:
 
     def types(self) -> list[JobType]:
         return list(self._types.values())
+
+    def type(self, name: str) -> JobType:
+        """The registered type `name`; a UserError listing the valid ones otherwise."""
+        return self._type(name)
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
 
     def _type(self, name: str) -> JobType:
         try:
@@ -105,14 +157,29 @@ class JobQueue:
                 ahead = list(self._queue).index(job)
             except ValueError:
                 return None
-            return ahead + (1 if self._current is not None else 0)
+            return ahead + (1 if self._running else 0)
 
     def current(self) -> Job | None:
-        return self._current
+        """The running job (the oldest one, when a cluster runs several)."""
+        with self._cond:
+            return self._running[0] if self._running else None
+
+    def running(self) -> list[Job]:
+        with self._cond:
+            return list(self._running)
+
+    def queued(self) -> list[Job]:
+        with self._cond:
+            return list(self._queue)
 
     def pending_count(self) -> int:
         with self._cond:
-            return len(self._queue) + (1 if self._current else 0)
+            return len(self._queue) + len(self._running)
+
+    def wake(self) -> None:
+        """Ask the worker to look again: the executor may have room now (a cluster worker came or went)."""
+        with self._cond:
+            self._cond.notify_all()
 
     # -- controlling ---------------------------------------------------------------------------------------
 
@@ -128,13 +195,13 @@ class JobQueue:
 
     def interrupt(self, job_id: str | None = None) -> None:
         """Stop a job early, keeping what it has finished (A1111's Interrupt). No id: the running job."""
-        job = self.get(job_id) if job_id else self._current
+        job = self.get(job_id) if job_id else self.current()
         if job is not None:
             job._interrupt.set()
 
     def skip(self, job_id: str | None = None) -> None:
         """Skip the image a job is making and go on with the next (A1111's Skip). No id: the running job."""
-        job = self.get(job_id) if job_id else self._current
+        job = self.get(job_id) if job_id else self.current()
         if job is not None:
             job._skip.set()
 
@@ -144,6 +211,7 @@ class JobQueue:
         with self._cond:
             if self._worker is None:
                 self._stopping = False
+                self._executor.start()
                 self._worker = threading.Thread(target=self._work, name="job-worker", daemon=True)
                 self._worker.start()
 
@@ -155,22 +223,31 @@ class JobQueue:
         if worker is not None:
             worker.join(timeout)
         self._worker = None
+        self._executor.stop()
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
+                while not self._stopping and not (self._queue and self._executor.ready(len(self._running))):
+                    self._cond.wait(self._executor.poll_s)
                 if self._stopping:
                     return
                 job = self._queue.popleft()
                 job.state, job.started_at = JobState.RUNNING, time.time()
-                self._current = job
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._current = None
+                self._running.append(job)
+            if self._executor.concurrent:
+                threading.Thread(target=self._run_and_release, args=(job,), name=f"job-{job.id[:8]}",
+                                 daemon=True).start()
+            else:
+                self._run_and_release(job)
+
+    def _run_and_release(self, job: Job) -> None:
+        try:
+            self._run(job)
+        finally:
+            with self._cond:
+                self._running.remove(job)
+                self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
         job_type = self._types[job.type]
@@ -181,8 +258,7 @@ class JobQueue:
             else:
                 log.warning("a before_generate hook replaced the %s request with a %s; ignored", job.type,
                             type(event.request).__name__)
-            with job.scope() if job.scope is not None else nullcontext():
-                job.result = job_type.run(job.request, JobContext(job))
+            job.result = self._executor.execute(job_type, job, JobContext(job))
             self._hooks.fire("after_generate", GenerateEvent(job.type, job.request, job.result))
         except JobCancelled:
             self._finish(job, JobState.CANCELLED)
