@@ -27,7 +27,7 @@ from modules.extensions.loader import ExtensionRecord, discover, load_all
 from modules.extensions.manager import ExtensionManager
 from modules.extensions.registry import ExtensionRegistry
 from modules.extensions.studio import Studio
-from modules.jobs import JobQueue, JobType
+from modules.jobs import Executor, JobQueue, JobType
 from modules.model_registry import HashCache, ModelRegistry, core_kinds
 from modules.paths import DataPaths
 from modules.settings import Settings
@@ -87,15 +87,18 @@ def build_services(argv: Sequence[str], env: Mapping[str, str], unknown_out: lis
     extensions.apply_model_kinds(models, paths.model_folder)
     extensions.apply_hooks()
     extensions.apply_scripts()
-    jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
+    jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"),
+                    executor=_cluster_executor(args, settings, paths, hooks))
     engine = Engine(args, models, paths.outputs, paths.cache, paths.styles_file, settings.get, hooks)
-    jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img))
+    jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img, remote=_anywhere))
     access = AccessPolicy.from_args(args)
     # Folder jobs check the LAN rule themselves too: /studio/v1/jobs can submit them without the UI or /sdapi.
-    jobs.register(JobType("img2img", Img2ImgRequest, engine.img2img))
+    jobs.register(JobType("img2img", Img2ImgRequest, engine.img2img, remote=_anywhere))
     jobs.register(JobType("img2img-batch", Img2ImgBatchRequest,
                           lambda request, ctx: engine.img2img_batch(request, ctx, access)))
-    jobs.register(JobType("extras", ExtrasRequest, lambda request, ctx: engine.extras(request, ctx, access)))
+    # A folder on the server exists only here; images sent with the request can go to any worker.
+    jobs.register(JobType("extras", ExtrasRequest, lambda request, ctx: engine.extras(request, ctx, access),
+                          remote=lambda request: not request.input_dir.strip()))
     extensions.apply_job_types(jobs)
     downloads = DownloadManager(paths.model_folder, paths.tmp, Catalogue.with_defaults())
     download_jobs = JobQueue(HookRegistry(), retention_s=lambda: 60.0 * settings.get("job_retention_minutes"))
@@ -113,6 +116,20 @@ def build_services(argv: Sequence[str], env: Mapping[str, str], unknown_out: lis
     extensions.bind_studio(Studio(services))
     services.notices.extend(_start_notices(services))
     return services
+
+
+def _anywhere(_request: object) -> bool:
+    return True
+
+
+def _cluster_executor(args: argparse.Namespace, settings: Settings, paths: DataPaths,
+                      hooks: HookRegistry) -> Executor | None:
+    """With --cluster, jobs run on a Ray cluster's workers; without it, Ray is never imported."""
+    if not args.cluster:
+        return None
+    from modules.cluster.executor import ClusterExecutor
+
+    return ClusterExecutor(args.cluster, args.cluster_cpu_workers, settings, paths.outputs, hooks)
 
 
 def _start_notices(services: Services) -> list[str]:

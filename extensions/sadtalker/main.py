@@ -31,7 +31,7 @@ def register(api: Any) -> None:
                    help="Off frees about 1 GB of RAM after each video, at the cost of reading the files again."),
     ])
     runner = TalkingHeadRunner(api)
-    api.add_job_type(JOB_TYPE, TalkingHeadRequest, runner.run)
+    api.add_job_type(JOB_TYPE, TalkingHeadRequest, runner.run, runs_on_cluster=True)
 
     def build() -> Any:
         from .ui import build_tab

@@ -173,7 +173,10 @@ class TalkingHeadRunner:
         result = {"video": str(path), "sidecar": str(sidecar), "seed": seed, "frames": info.frames, "fps": FPS,
                   "width": info.width, "height": info.height, "seconds": round(info.frames / FPS, 3),
                   "has_audio": info.has_audio, "notes": list(prepared.notes), "parameters": parameters}
-        sidecar.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        # No paths in the sidecar (it shares the video's name): it stays true when the folder moves, or when a
+        # cluster worker's video is filed on the studio server under another number.
+        described = {k: v for k, v in result.items() if k not in ("video", "sidecar")}
+        sidecar.write_text(json.dumps(described, indent=2), encoding="utf-8")
         return result
 
     def _check_enhancers(self, request: TalkingHeadRequest) -> None:

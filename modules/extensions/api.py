@@ -49,6 +49,7 @@ class JobTypeContribution:
     name: str
     request_model: type
     run: Callable[..., Any]
+    runs_on_cluster: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,14 @@ class ExtensionAPI:
             ModelKindContribution(name, tuple(e.lower() for e in extensions), allow_dirs))
         return self._model_folder(name)
 
-    def add_job_type(self, name: str, request_model: type, run: Callable[..., Any]) -> None:
-        """Add a kind of job the queue can run: a pydantic request model and the function that runs it."""
-        self.contributions.job_types.append(JobTypeContribution(name, request_model, run))
+    def add_job_type(self, name: str, request_model: type, run: Callable[..., Any],
+                     runs_on_cluster: bool = False) -> None:
+        """Add a kind of job the queue can run: a pydantic request model and the function that runs it.
+
+        `runs_on_cluster`: with --cluster, the job may run on any worker of the farm. Say so only when the request
+        carries its inputs (no server paths) and the job saves through `api.studio` (outputs come back).
+        """
+        self.contributions.job_types.append(JobTypeContribution(name, request_model, run, runs_on_cluster))
 
     def add_download(self, **fields: Any) -> None:
         """Add a file to the download manager's catalogue: id, name, url, size, sha256, folder, filename,

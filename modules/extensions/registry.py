@@ -87,7 +87,8 @@ class ExtensionRegistry:
     def apply_job_types(self, jobs: JobQueue) -> None:
         for record, _, job in self._each(lambda c: c.job_types):
             self._guard(record, "job type", lambda: jobs.register(
-                JobType(job.name, job.request_model, job.run, owner=record.id)))
+                JobType(job.name, job.request_model, job.run, owner=record.id,
+                        remote=(lambda _request: True) if job.runs_on_cluster else None)))
 
     def apply_downloads(self, catalogue: Catalogue) -> None:
         for record, _, download in self._each(lambda c: c.downloads):
