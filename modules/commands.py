@@ -24,6 +24,10 @@ def run(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Run command `argv[0]`. The app's own flags (`--data-dir`, `--device`, ..., also from COMMANDLINE_ARGS)
     set up the services as for the server; every other argument is the command's."""
     name = argv[0]
+    if name == "cluster-node":  # the one core command; it needs no services, only Ray's own launcher
+        from modules.cluster import node
+
+        return node.main(argv[1:], env)
     rest: list[str] = []
     try:
         services = build_services(argv[1:], env, unknown_out=rest)

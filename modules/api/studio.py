@@ -1,4 +1,4 @@
-"""/studio/v1: our own REST routes beyond A1111 (extensions now; jobs and cluster later)."""
+"""/studio/v1: our own REST routes beyond A1111: extensions, the cluster (jobs are in `api.jobs`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from modules.cluster.status import ClusterStatus, cluster_status
 from modules.services import Services
 
 
@@ -26,6 +27,12 @@ class Message(BaseModel):
 def router(services: Services) -> APIRouter:
     r = APIRouter(prefix="/studio/v1", tags=["studio"])
     manager = services.extension_manager
+
+    @r.get("/cluster", response_model=ClusterStatus)
+    def cluster() -> ClusterStatus:
+        """The workers (one per GPU with --cluster, else this machine), what each has loaded and runs, and the
+        queue."""
+        return cluster_status(services)
 
     @r.get("/health")
     def health() -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, NodeDiedError, RayActorError, WorkerCrashedError
 
+from modules.cluster.node import DEFAULT_TOKEN
 from modules.cluster.pool import Spawn, Worker, WorkerDied, WorkerPool, spawn_actor
 from modules.cluster.protocol import Flags, TaskOutcome, TaskProgress
 from modules.cluster.scheduling import TaskView
@@ -69,6 +71,9 @@ class ClusterExecutor:
 
     def start(self) -> None:
         if not ray.is_initialized():
+            if "RAY_AUTH_MODE" not in os.environ and DEFAULT_TOKEN.expanduser().is_file():
+                # `cluster-node` starts every node with token auth; the studio must present the same token.
+                os.environ["RAY_AUTH_MODE"] = "token"
             # "auto" finds RAY_ADDRESS or the head started on this machine; the namespace keeps our actors apart
             # from other Ray users of the same cluster.
             ray.init(address=self.address, namespace="sd-studio", log_to_driver=False)
@@ -132,11 +137,12 @@ class _ClusterJob:
 
     def _finish(self, outcomes: list[TaskOutcome | BaseException | None]) -> Any:
         results, saved = [], 0
-        for outcome in outcomes:
-            if isinstance(outcome, TaskOutcome) and outcome.status == "done":
-                results.append(outcome.result)
+        for outcome in outcomes:  # filed in part order, so the counters follow the seeds as on one machine
             if isinstance(outcome, TaskOutcome):
+                self._file(outcome)
                 saved += len(outcome.files)
+                if outcome.status == "done":
+                    results.append(outcome.result)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         errors += [_as_error(o) for o in outcomes if isinstance(o, TaskOutcome) and o.status == "failed"]
         if errors:
@@ -194,7 +200,7 @@ class _ClusterJob:
                 continue
             with self._lock:
                 self._steps[index] = self._totals[index]
-            return self._file(outcome)
+            return outcome
 
     def _acquire(self, task: TaskView, missing: list[str]) -> Worker | None:
         job = self._job
@@ -240,8 +246,9 @@ class _ClusterJob:
             text = f"{progress.text} ({worker_name})" if progress.text else worker_name
             self._ctx.progress(sum(self._steps), total, preview=progress.preview, text=text)
 
-    def _file(self, outcome: TaskOutcome) -> TaskOutcome:
-        """The part's files into this server's outputs, and its result pointing at them."""
+    def _file(self, outcome: TaskOutcome) -> None:
+        """The part's files into this server's outputs, and its result pointing at them. Only parts that came
+        back are filed: a part whose worker died left nothing here, so its rerun cannot save twice."""
         for note in outcome.notes:
             if note not in self._job.notes:
                 self._ctx.note(note)
@@ -249,7 +256,6 @@ class _ClusterJob:
             placed = adopt_files(self._outputs_dir, [(f.relative, f.data) for f in outcome.files])
             moved = {f"{outcome.staging}/{relative}": path for relative, path in placed.items()}
             outcome.result = remap_paths(outcome.result, moved)
-        return outcome
 
 
 def _as_error(outcome: TaskOutcome) -> Exception:

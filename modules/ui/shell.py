@@ -12,7 +12,7 @@ import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
 from modules.engine.image_metadata import read_image_info
-from modules.ui import extensions_tab, extras_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
+from modules.ui import cluster_tab, extensions_tab, extras_tab, img2img_tab, pnginfo_tab, settings_tab, txt2img_tab
 from modules.ui.ui_config import apply_ui_config
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ CORE_TABS = (
 )
 
 LAST_TABS = (
+    ("Cluster", "tab_cluster", cluster_tab.build),
     ("Settings", "tab_settings", settings_tab.build),
     ("Extensions", "tab_extensions", extensions_tab.build),
 )
