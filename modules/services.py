@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -127,9 +128,17 @@ def _cluster_executor(args: argparse.Namespace, settings: Settings, paths: DataP
     """With --cluster, jobs run on a Ray cluster's workers; without it, Ray is never imported."""
     if not args.cluster:
         return None
+    from modules.cluster.node import use_cluster_token
+
+    use_cluster_token(os.environ)
     from modules.cluster.executor import ClusterExecutor
 
-    return ClusterExecutor(args.cluster, args.cluster_cpu_workers, settings, paths.outputs, hooks)
+    executor = ClusterExecutor(args.cluster, args.cluster_cpu_workers, settings, paths.outputs, hooks)
+    try:
+        executor.connect()
+    except Exception as e:  # noqa: BLE001 - Ray raises many kinds; each means "not reachable" to the user
+        raise cli.CliError(f"--cluster {args.cluster}: could not join the Ray cluster: {e}") from None
+    return executor
 
 
 def _start_notices(services: Services) -> list[str]:

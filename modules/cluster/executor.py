@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._private.utils import get_ray_client_dependency_error
 from ray.exceptions import GetTimeoutError, NodeDiedError, RayActorError, WorkerCrashedError
 
-from modules.cluster.node import DEFAULT_TOKEN
 from modules.cluster.pool import Spawn, Worker, WorkerDied, WorkerPool, spawn_actor
 from modules.cluster.protocol import Flags, TaskOutcome, TaskProgress
 from modules.cluster.scheduling import TaskView
@@ -69,14 +68,19 @@ class ClusterExecutor:
 
     # -- the queue's executor -------------------------------------------------------------------------------
 
+    def connect(self) -> None:
+        """Join the cluster (at start-up, so a wrong address stops the app with a clear message)."""
+        if ray.is_initialized():
+            return
+        if self.address.startswith("ray://") and get_ray_client_dependency_error() is not None:
+            raise ConnectionError("a ray:// address needs Ray's client extra: venv/bin/pip install "
+                                  "'ray[client]==2.60.0' (or give the head's HOST:6379 from inside the LAN)")
+        # "auto" finds RAY_ADDRESS or the head started on this machine; the namespace keeps our actors apart
+        # from other Ray users of the same cluster.
+        ray.init(address=self.address, namespace="sd-studio", log_to_driver=False)
+
     def start(self) -> None:
-        if not ray.is_initialized():
-            if "RAY_AUTH_MODE" not in os.environ and DEFAULT_TOKEN.expanduser().is_file():
-                # `cluster-node` starts every node with token auth; the studio must present the same token.
-                os.environ["RAY_AUTH_MODE"] = "token"
-            # "auto" finds RAY_ADDRESS or the head started on this machine; the namespace keeps our actors apart
-            # from other Ray users of the same cluster.
-            ray.init(address=self.address, namespace="sd-studio", log_to_driver=False)
+        self.connect()
         self._pool.start()
 
     def stop(self) -> None:

@@ -2,24 +2,33 @@
 
 It runs `ray start` from the project's own environment so Ray's worker processes import this project (the
 workers are `modules.cluster.worker`), with the app flags for this node's workers, and with the safe defaults a
-LAN needs: token authentication on, Ray's dashboard off (or on 127.0.0.1 only), and Ray's client port closed
-unless asked for. It stays in the foreground; Ctrl+C stops the node.
+LAN needs: token authentication on, and Ray's dashboard off (or on 127.0.0.1 only). Ray's client port opens only
+when Ray's client extra is installed, which the project does not install; `--ray-client` asks for it. It stays
+in the foreground; Ctrl+C stops the node.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from modules.cluster.worker import WORKER_ARGS_ENV
 from modules.paths import REPO_ROOT
 
 DEFAULT_TOKEN = Path("~/.ray/auth_token")
+
+
+def use_cluster_token(environ: MutableMapping[str, str]) -> None:
+    """`cluster-node` starts every node with token auth, so a studio on a machine that has the token must
+    present it. Ray reads this when it is imported, so call it before importing Ray."""
+    if "RAY_AUTH_MODE" not in environ and DEFAULT_TOKEN.expanduser().is_file():
+        environ["RAY_AUTH_MODE"] = "token"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,9 +58,9 @@ def ray_command(args: argparse.Namespace) -> list[str]:
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--block", "--disable-usage-stats"]
     if args.head:
-        cmd += ["--head", f"--port={args.port}",
-                # 0 keeps Ray's client server from starting (Ray only defaults an unset port to 10001).
-                f"--ray-client-server-port={10001 if args.ray_client else 0}"]
+        cmd += ["--head", f"--port={args.port}"]
+        if args.ray_client:
+            cmd += ["--ray-client-server-port=10001"]
         cmd += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"] if args.dashboard else \
             ["--include-dashboard=false"]
     else:
@@ -74,6 +83,15 @@ def node_env(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     args = parser().parse_args(list(argv))
+    client_installed = importlib.util.find_spec("grpc") is not None  # Ray opens its client port iff it is there
+    if args.ray_client and not client_installed:
+        print("error: --ray-client needs Ray's client extra: venv/bin/pip install 'ray[client]==2.60.0'",
+              file=sys.stderr)
+        return 2
+    if args.head and client_installed and not args.ray_client:
+        print("warning: Ray's client extra (grpcio) is installed, so Ray opens its client port 10001 on this "
+              "machine; it is protected by the cluster token, but firewall it or uninstall grpcio to close it.",
+              file=sys.stderr)
     command, full_env = ray_command(args), node_env(args, env)
     if args.dry_run:
         shown = ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", WORKER_ARGS_ENV)
