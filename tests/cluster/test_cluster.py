@@ -128,6 +128,20 @@ def test_cancel_and_interrupt_reach_the_workers(farm: Services) -> None:
     assert 0 < len(job.result.images) < 6
 
 
+def test_extras_runs_on_a_worker_and_is_filed_here_with_its_infotext(farm: Services) -> None:
+    from PIL import Image
+
+    source = Image.new("RGB", (40, 24), (200, 30, 90))
+    job = farm.jobs.submit("extras", {"images": [source], "upscaler_1": "Lanczos", "upscaling_resize": 2})
+    assert job.wait(120)
+    assert job.state is JobState.DONE, job.error
+    (item,) = job.result.images
+    assert item.image.size == (80, 48)
+    assert item.path.parent == farm.paths.outputs / "extras-images" and item.path.is_file()
+    with Image.open(item.path) as saved:
+        assert saved.size == (80, 48) and "Postprocess upscaler: Lanczos" in saved.info.get("parameters", "")
+
+
 def test_a_checkpoint_no_worker_has_fails_naming_the_file(farm: Services) -> None:
     job = run(farm, checkpoint="missing_model.safetensors")
     assert job.state is JobState.FAILED
