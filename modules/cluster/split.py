@@ -36,8 +36,11 @@ def split(request: BaseModel) -> list[BaseModel]:
 
 
 def merge(request: BaseModel, results: Sequence[Any], saver: ImageSaver, mode: str) -> Any:
-    """One job's result from its parts' (in part order); a single part is returned as it is."""
-    if len(results) == 1 or not isinstance(request, GenerationRequest):
+    """One job's result from its parts' (in part order); the result of a job that was not split is returned as
+    it is."""
+    # Not `len(results) == 1`: when Interrupt stops a split job after one part, one machine would still save a
+    # grid of the images made, so that one part goes through the merge too (its own grid was turned off).
+    if not isinstance(request, GenerationRequest) or request.n_iter == 1:
         return results[0]
     parts = [r for r in results if isinstance(r, GenerationResult)]
     merged = GenerationResult()

@@ -9,6 +9,7 @@ share a counter (an image and its `.txt`, a video and its `.json`) keep sharing 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -24,14 +25,21 @@ _MAX_TRIES = 500
 def adopt_files(outputs_dir: Path, files: Sequence[tuple[str, bytes]]) -> dict[str, Path]:
     """Write `(relative posix path, bytes)` pairs under `outputs_dir`; returns each relative path's new home."""
     placed: dict[str, Path] = {}
-    groups: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
-    for relative, data in files:
-        folder, name = _checked(outputs_dir, relative)
+    checked = [(relative, data, *_checked(outputs_dir, relative)) for relative, data in files]
+    # The worker's folders start empty, so its counters run 0, 1, 2, ...: a leading number as large as the
+    # folder's file count is no counter but part of a name saved without one (save_images_add_number off:
+    # "123456789.png" is a seed, "2026-11-22.png" a date), which must keep its name.
+    in_folder = Counter(folder for _, _, folder, _ in checked)
+    groups: dict[tuple[str, str, bool], list[tuple[str, bytes]]] = {}
+    for relative, data, folder, name in checked:
         match = _NUMBERED.match(name)
-        key = (folder.as_posix(), f"{match['prefix'] or ''}{match['counter']}") if match else (folder.as_posix(), name)
+        if match and int(match["counter"]) >= in_folder[folder]:
+            match = None
+        key = (folder.as_posix(), f"{match['prefix'] or ''}{match['counter']}", True) if match else \
+            (folder.as_posix(), name, False)
         groups.setdefault(key, []).append((relative, data))
-    for (folder_text, _), members in groups.items():
-        placed.update(_place_group(outputs_dir / folder_text, members))
+    for (folder_text, _, numbered), members in groups.items():
+        placed.update(_place_group(outputs_dir / folder_text, members, numbered))
     return placed
 
 
@@ -45,9 +53,9 @@ def _checked(outputs_dir: Path, relative: str) -> tuple[PurePosixPath, str]:
     return path.parent, path.name
 
 
-def _place_group(folder: Path, members: list[tuple[str, bytes]]) -> dict[str, Path]:
+def _place_group(folder: Path, members: list[tuple[str, bytes]], numbered: bool) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    first = _NUMBERED.match(PurePosixPath(members[0][0]).name)
+    first = _NUMBERED.match(PurePosixPath(members[0][0]).name) if numbered else None
     if first is None:  # a name without a counter keeps its name, with -N added if it is taken
         return {relative: _place_plain(folder, PurePosixPath(relative).name, data) for relative, data in members}
     prefix, width = first["prefix"] or "", len(first["counter"])
