@@ -223,9 +223,13 @@ def parse_strict(argv: Sequence[str], env: Mapping[str, str], extra_flags: Seque
 def _unknown_message(unknown: list[str], valid: list[str]) -> str:
     lines = []
     for arg in unknown:
+        if not arg.startswith("-"):
+            # The value of a mistyped flag ("--apiauth bob:secret") may be a password: never echo values.
+            lines.append(f"unexpected value ({len(arg)} characters, not shown): is the flag before it misspelt?")
+            continue
         name = arg.split("=", 1)[0]
         hint = difflib.get_close_matches(name, valid, n=1)
-        lines.append(f"unknown flag {arg}" + (f" (did you mean {hint[0]}?)" if hint else ""))
+        lines.append(f"unknown flag {name}" + (f" (did you mean {hint[0]}?)" if hint else ""))
     lines.append("Valid flags: " + " ".join(valid))
     return "\n".join(lines)
 
