@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,7 +28,9 @@ from modules.api.limits import BodyLimitMiddleware
 from modules.auth import BasicAuthMiddleware
 from modules.cli import CliError
 from modules.engine.memory import share_heap_between_threads
+from modules.origins import OriginGuardMiddleware, OriginPolicy
 from modules.services import Services, build_services
+from modules.ui.login_guard import UI_AUTH_MESSAGE, UiLoginMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +82,24 @@ def _add_api_only_root(app: FastAPI) -> None:
 
 
 def _add_middleware(app: FastAPI, services: Services) -> None:
+    # Starlette runs the middleware added last first, so the order below is innermost to outermost.
     args = services.args
-    if args.cors_allow_origins or args.cors_allow_origins_regex:
-        origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex,
-                           allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
     app.add_middleware(BodyLimitMiddleware,
                        limit_bytes=lambda: services.settings.get("api_max_request_mb") * 1024 * 1024)
-    # Added last, so it runs first: an unauthenticated request never reaches CORS handling or a route.
+    if services.ui_logins and not args.nowebui:
+        # Gradio leaves some of its routes open even with a login (cancel, heartbeat, stream, ...).
+        app.add_middleware(UiLoginMiddleware, auth_message=UI_AUTH_MESSAGE)
+    # An unauthenticated request never reaches a route.
     app.add_middleware(BasicAuthMiddleware, credentials=services.api_logins)
+    origins = OriginPolicy.from_args(args)
+    if origins.opens_cors:
+        # Outside auth: browsers send CORS preflights without credentials, so a 401 there would break every
+        # allowed origin's use of --api-auth. CORS answers preflights itself and only adds headers otherwise.
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(origins.allowed),
+                           allow_origin_regex=args.cors_allow_origins_regex,
+                           allow_methods=["*"], allow_headers=["*"], allow_credentials=True)
+    # Outermost: a page from another site cannot make a user's browser act on the app (see modules.origins).
+    app.add_middleware(OriginGuardMiddleware, policy=origins)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -101,4 +114,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    _keep_temporaries_in(services.paths.tmp)
     return server.serve(create_app(services), services)
+
+
+def _keep_temporaries_in(folder: Path) -> None:
+    """Point every temporary file of the server process (and of the git, pip and ffmpeg it starts) at the data
+    dir's tmp/: Gradio's upload cache (tempfile's dir + "/gradio"), request bodies Starlette spools to disk, the
+    decoders' scratch copies. In the shared /tmp other users of the machine could read uploaded images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(folder)
+    os.environ["TMPDIR"] = str(folder)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from modules.ui.login_guard import UI_AUTH_MESSAGE
 from modules.ui.shell import CSS, build_ui
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def mount_ui(app: FastAPI, services: Services) -> FastAPI:
     return gr.mount_gradio_app(
         app, blocks, path="/",
         auth=(lambda user, password: logins.check(user, password)) if logins else None,
-        auth_message="SD Studio: log in with a --gradio-auth login." if logins else None,
+        auth_message=UI_AUTH_MESSAGE if logins else None,
         ssr_mode=False,
         footer_links=["api"] if services.api_enabled else [],
         # Gradio may serve files from these folders and no others (besides its own uploads and static files).
