@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from modules import auth, cli
+from modules import auth, cli, crash_recovery
 from modules import paths as paths_mod
 from modules.access import AccessPolicy
 from modules.downloads import Catalogue, DownloadManager
@@ -54,6 +54,7 @@ class Services:
     ui_logins: auth.Credentials
     api_logins: auth.Credentials
     notices: list[str] = field(default_factory=list)
+    recovery: crash_recovery.Recovery | None = None  # holds the data-folder lease for the life of the process
 
     @property
     def api_enabled(self) -> bool:
@@ -66,6 +67,8 @@ def build_services(argv: Sequence[str], env: Mapping[str, str], unknown_out: lis
     early = cli.parse_lenient(argv, env)
     paths = paths_mod.from_args(early)
     paths.ensure()
+    # Before anything writes into outputs/ or queues a job: clear what a crash left, find the jobs it lost.
+    recovery = crash_recovery.recover(paths.cache, paths.outputs)
 
     settings = Settings(paths.config_file, core_sections())
     settings.load()
@@ -89,7 +92,7 @@ def build_services(argv: Sequence[str], env: Mapping[str, str], unknown_out: lis
     extensions.apply_hooks()
     extensions.apply_scripts()
     jobs = JobQueue(hooks, retention_s=lambda: 60.0 * settings.get("job_retention_minutes"),
-                    executor=_cluster_executor(args, settings, paths, hooks))
+                    executor=_cluster_executor(args, settings, paths, hooks), on_change=recovery.journal.update)
     engine = Engine(args, models, paths.outputs, paths.cache, paths.styles_file, settings.get, hooks)
     jobs.register(JobType("txt2img", Txt2ImgRequest, engine.txt2img, remote=_anywhere))
     access = AccessPolicy.from_args(args)
@@ -112,9 +115,10 @@ def build_services(argv: Sequence[str], env: Mapping[str, str], unknown_out: lis
         args=args, paths=paths, settings=settings, models=models, hooks=hooks, extensions=extensions,
         extension_manager=ExtensionManager(extensions, settings, access, installer), jobs=jobs, engine=engine, downloads=downloads,
         download_jobs=download_jobs, access=access,
-        ui_logins=ui_logins, api_logins=api_logins,
+        ui_logins=ui_logins, api_logins=api_logins, recovery=recovery,
     )
     extensions.bind_studio(Studio(services))
+    services.notices.extend(recovery.notices)
     services.notices.extend(_start_notices(services))
     return services
 

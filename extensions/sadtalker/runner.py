@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import random
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +35,7 @@ from .talking_head.checkpoints import (
 )
 from .talking_head.crop import FaceLandmarker, FaceNotFoundError
 from .talking_head.landmarks import FanLandmarker, LandmarkModelError, missing_landmark_files
-from .talking_head.video import write_mp4
+from .talking_head.video import DiskFullError, write_mp4
 from .talking_head.weights import CheckpointMismatchError
 
 if TYPE_CHECKING:
@@ -161,7 +163,7 @@ class TalkingHeadRunner:
                                          progress=stages, stop=lambda: _stopping(ctx))
                 info = write_mp4(path, frames, fps=FPS, audio=audio.wav, comment=json.dumps(parameters))
         except (FaceNotFoundError, CheckpointMismatchError, MissingCheckpointError, UnreadableCheckpointError,
-                LandmarkModelError) as e:
+                LandmarkModelError, DiskFullError) as e:
             raise user_error(str(e)) from None
         finally:
             if not self._api.setting("sadtalker_keep_loaded"):
@@ -176,7 +178,7 @@ class TalkingHeadRunner:
         # No paths in the sidecar (it shares the video's name): it stays true when the folder moves, or when a
         # cluster worker's video is filed on the studio server under another number.
         described = {k: v for k, v in result.items() if k not in ("video", "sidecar")}
-        sidecar.write_text(json.dumps(described, indent=2), encoding="utf-8")
+        _write_atomic(sidecar, json.dumps(described, indent=2))
         return result
 
     def _check_enhancers(self, request: TalkingHeadRequest) -> None:
@@ -246,6 +248,17 @@ def parse_stage_text(text: str) -> list[tuple[str, int, int]]:
         if name in pipeline.STAGES and done.isdigit() and total.isdigit():
             found.append((name, int(done), int(total)))
     return found
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a hidden `.tmp` name and rename: a crash mid-write must not leave a truncated sidecar beside
+    its video (the start-up sweep removes the temporary; see modules.engine.outputs.sweep)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _stopping(ctx: Any) -> bool:

@@ -57,6 +57,12 @@ class PromptEncoder:
             self._encoders.append((pipe.tokenizer_2, pipe.text_encoder_2))
         if not self._encoders:
             raise UserError("this checkpoint has no text encoder, so it cannot take a prompt")
+        # Clip skip reads hidden_states[-clip_skip] (SDXL: one further back); past the encoder's depth that was an
+        # IndexError and a 500. A request valid for SD's 12 layers is a user error on a shallower encoder.
+        layers = min(getattr(e.config, "num_hidden_layers", clip_skip) for _, e in self._encoders)
+        if clip_skip > layers:
+            raise UserError(f"clip skip {clip_skip} is more than the {layers} layers of this checkpoint's text "
+                            "encoder", field="clip_skip")
         self._empty: Conditioning | None = None
 
     def schedule(self, prompt: str, steps: int) -> ScheduledConditioning:

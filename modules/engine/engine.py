@@ -67,12 +67,14 @@ class Engine:
         from modules.engine.txt2img import run_txt2img
 
         self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
+        self.check_work(request)
         return run_txt2img(self, request, ctx)
 
     def img2img(self, request: Img2ImgRequest, ctx: JobContext) -> GenerationResult:
         from modules.engine.img2img import run_img2img
 
         self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
+        self.check_work(request)
         return run_img2img(self, request, ctx)
 
     def img2img_batch(self, request: Img2ImgBatchRequest, ctx: JobContext,
@@ -81,6 +83,7 @@ class Engine:
         from modules.engine.img2img import run_img2img_batch
 
         self.memory.reconfigure(self.memory.config.with_settings(**self.memory_settings()))
+        self.check_work(request)
         return run_img2img_batch(self, request, ctx, access)
 
     def extras(self, request: Any, ctx: JobContext, access: AccessPolicy | None = None) -> Any:
@@ -102,6 +105,18 @@ class Engine:
 
     def preview_every(self) -> int:
         return int(self.settings_get("show_progress_every_n_steps"))
+
+    def check_work(self, request: Txt2ImgRequest | Img2ImgRequest) -> None:
+        """The `max_job_steps` setting: refuse, before any model loads, a request that would sample too long."""
+        limit = int(self.settings_get("max_job_steps"))
+        steps = request.steps
+        if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+            steps += request.hr_second_pass_steps or request.steps
+        total = steps * request.batch_size * request.n_iter
+        if limit and total > limit:
+            raise UserError(f"this request would run {total} sampling steps (steps x batch size x batch count, "
+                            f"hires pass included), over the limit of {limit} (setting 'max_job_steps'); ask for "
+                            "fewer steps or images", field="steps")
 
     def check_size(self, width: int, height: int) -> None:
         limit = int(self.settings_get("max_image_pixels"))

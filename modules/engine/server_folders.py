@@ -20,8 +20,12 @@ def list_images(folder: str, field: str = "input_dir") -> list[Path]:
     Raises:
         UserError: The folder does not exist, or holds no image files.
     """
-    path = Path(folder.strip()).expanduser()
-    if not path.is_dir():
+    path = _user_path(folder, field)
+    try:
+        is_folder = path.is_dir()
+    except OSError:  # a name past the file system's limit (ENAMETOOLONG) is no folder either, not a 500
+        is_folder = False
+    if not is_folder:
         raise UserError(f"{field}: the folder {path} does not exist (or is not a folder)", field=field)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
@@ -34,7 +38,7 @@ def output_folder(folder: str, field: str = "output_dir") -> Path | None:
     empty (the job saves to its usual outputs folder)."""
     if not folder.strip():
         return None
-    path = Path(folder.strip()).expanduser()
+    path = _user_path(folder, field)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -42,3 +46,11 @@ def output_folder(folder: str, field: str = "output_dir") -> Path | None:
     except OSError as e:
         raise UserError(f"{field}: cannot use {path}: {e.strerror or e}", field=field) from None
     return path
+
+
+def _user_path(folder: str, field: str) -> Path:
+    """`folder` with `~` expanded; `~nosuchuser` is the user's mistake (pathlib raises RuntimeError for it)."""
+    try:
+        return Path(folder.strip()).expanduser()
+    except RuntimeError:
+        raise UserError(f"{field}: {folder.strip()} names a home folder that does not exist", field=field) from None

@@ -133,8 +133,14 @@ def validate_url(url: str) -> str:
     if "::" in url:
         # git's `<transport>::<address>` form, e.g. `ext::sh -c ...`.
         raise UserError("remote-helper addresses (transport::address) are not accepted", field="url")
-    local = Path(url).expanduser()
-    if local.is_dir():
+    try:
+        local = Path(url).expanduser()
+        is_folder = local.is_dir()
+    except (OSError, RuntimeError):
+        # `~nosuchuser` (RuntimeError) or a name past the file system's limit (ENAMETOOLONG) is no folder here;
+        # left to escape they turned a typo into a 500.
+        is_folder = False
+    if is_folder:
         return str(local.resolve())
     raise UserError(
         f"{redact(url)} is not a repository URL (https://, http://, git://, ssh://, file://, user@host:path) "

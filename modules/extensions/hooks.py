@@ -7,6 +7,7 @@ absent. A broken extension can slow one event down by at most the timeout; it ne
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -100,10 +101,14 @@ class HookRegistry:
 
     def _run_one(self, hook: str, extension: str, callback: Callable[[Any], Any], payload: Any) -> None:
         outcome: dict[str, BaseException] = {}
+        # The callback gets its own shallow copy, taken back only when it returns in time. A hook that raises
+        # half-way, or times out and wakes up later (its thread cannot be stopped), would otherwise still change
+        # the payload the caller is using: "as if that callback were absent" must hold then too.
+        work = copy.copy(payload)
 
         def target() -> None:
             try:
-                callback(payload)
+                callback(work)
             except BaseException as e:  # noqa: BLE001 - an extension may raise anything, SystemExit included
                 outcome["error"] = e
 
@@ -120,9 +125,16 @@ class HookRegistry:
             tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
             self._fail(extension, hook, f"hook '{hook}' raised {type(err).__name__}: {err}", tb)
         else:
+            _take_back(payload, work)
             log.debug("hook %s of %s took %.1f ms", hook, extension, (time.monotonic() - started) * 1000)
 
     def _fail(self, extension: str, hook: str, message: str, tb: str) -> None:
         log.error("extension %s failed: %s; its hooks are skipped from now on\n%s", extension, message, tb)
         with self._lock:
             self._failed.setdefault(extension, HookFailure(extension, hook, message, tb))
+
+
+def _take_back(payload: Any, work: Any) -> None:
+    """Copy what a callback set on its copy of the payload back onto the payload."""
+    if work is not payload and hasattr(work, "__dict__"):
+        payload.__dict__.update(work.__dict__)

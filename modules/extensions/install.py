@@ -148,8 +148,12 @@ class ExtensionInstaller:
 
     def install_from_folder(self, path: Path) -> Manifest:
         """Copy a local extension folder (its `.git` included, so updates keep working) and install it."""
-        source = Path(path).expanduser().absolute()
-        if not source.is_dir():
+        try:
+            source = Path(path).expanduser().absolute()
+            is_folder = source.is_dir()
+        except (OSError, RuntimeError):  # `~nosuchuser`, or a name too long for the file system: not a 500
+            source, is_folder = Path(path), False
+        if not is_folder:
             raise UserError(f"{source} is not a folder", field="path")
         real = source.resolve()
         for ours in (self.extensions_dir, self.tmp_dir):

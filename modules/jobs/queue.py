@@ -78,9 +78,11 @@ class InProcessExecutor:
 
 class JobQueue:
     def __init__(self, hooks: HookRegistry, retention_s: Callable[[], float] = lambda: 3600.0,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, on_change: Callable[[Job], None] | None = None) -> None:
         self._hooks = hooks
         self._retention_s = retention_s
+        # Told of every queued, started and finished job (modules.jobs.journal): a crash cannot lose jobs silently.
+        self._on_change: Callable[[Job], None] = on_change or (lambda job: None)
         self._executor: Executor = executor or InProcessExecutor()
         self._types: dict[str, JobType] = {}
         self._jobs: dict[str, Job] = {}
@@ -129,6 +131,7 @@ class JobQueue:
             except ValidationError as e:
                 raise from_validation(e, prefix=f"invalid {type_name} request: ") from None
         job = Job(type=type_name, request=request, scope=scope)
+        self._on_change(job)  # before the worker can see it, so the journal's records stay in order
         with self._cond:
             self._prune()
             self._jobs[job.id] = job
@@ -235,6 +238,7 @@ class JobQueue:
                 job = self._queue.popleft()
                 job.state, job.started_at = JobState.RUNNING, time.time()
                 self._running.append(job)
+            self._on_change(job)
             if self._executor.concurrent:
                 threading.Thread(target=self._run_and_release, args=(job,), name=f"job-{job.id[:8]}",
                                  daemon=True).start()
@@ -275,6 +279,7 @@ class JobQueue:
     def _finish(self, job: Job, state: JobState) -> None:
         job.state, job.finished_at = state, time.time()
         job._finished.set()
+        self._on_change(job)
 
     def _prune(self) -> None:
         cutoff = time.time() - self._retention_s()

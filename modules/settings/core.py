@@ -29,6 +29,10 @@ def core_sections() -> list[Section]:
                    maximum=100),
             Option("max_image_pixels", 4096 * 4096, "Largest image (width x height) a request may ask for",
                    "int", minimum=64 * 64, maximum=16384 * 16384),
+            # A request's size is bounded per image, but batch count x batch size x steps is not: 1000 x 64 x 500
+            # steps is days of GPU time. Off by default (A1111 has no such limit); a shared server sets one.
+            Option("max_job_steps", 0, "Most sampling steps one request may run in all (steps x images, hires "
+                   "pass included; 0 = no limit)", "int", minimum=0, maximum=10**9),
         )),
         Section("optimizations", "Optimizations", (
             Option("vae_tiling", "auto", "VAE tiling", "choice", choices=("auto", "on", "off"),

@@ -30,9 +30,11 @@ at `max_frames` / `max_seconds`.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
@@ -54,6 +56,17 @@ _STILL_IMAGE_FORMATS = ("image2", "image2pipe")
 
 class VideoInputError(ValueError):
     """A video the user gave cannot be used; the message names the file and says why."""
+
+
+class DiskFullError(OSError):
+    """The output folder's disk filled up while the video was written; nothing was left behind."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(errno.ENOSPC, f"the disk holding {folder} is full; free space on it and try again "
+                                       "(nothing was saved)")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass(frozen=True)
@@ -171,9 +184,12 @@ def write_mp4(
     if not folder.is_dir():
         raise FileNotFoundError(f"the output folder does not exist: {folder}")
     token = f".{path.stem}.{uuid.uuid4().hex[:12]}"
-    part = folder / f"{token}.part.mp4"  # the final file until it is complete and checked
-    wav_path = folder / f"{token}.audio.wav"
-    video_only = folder / f"{token}.video.mp4"  # generator + audio: frames first, audio muxed in afterwards
+    # Hidden and ending in ".tmp", the app's convention for temporaries: a crash mid-encode (kill -9) leaves
+    # them behind, and the start-up sweep (modules.engine.outputs.sweep) knows them by that name alone.
+    # ffmpeg does not need the extension: "-f mp4" names the output format and inputs are probed by content.
+    part = folder / f"{token}.part.mp4.tmp"  # the final file until it is complete and checked
+    wav_path = folder / f"{token}.audio.wav.tmp"
+    video_only = folder / f"{token}.video.mp4.tmp"  # generator + audio: frames first, audio muxed in afterwards
     temporaries = (part, wav_path, video_only)
     one_pass = wave is not None and expected is not None
 
@@ -212,9 +228,33 @@ def write_mp4(
             )
         os.replace(part, path)
         return info
+    except Exception as error:
+        # A full disk reaches us as ffmpeg's broken pipe, a truncated file it cannot read back, or libsndfile's
+        # "System error.": all unreadable to a user. Checked before the temporaries go (they hold the space).
+        if isinstance(error, (OSError, RuntimeError)) and _disk_full(folder, error):  # never a cancel or bad frame
+            raise DiskFullError(folder) from error
+        raise
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _disk_full(folder: Path, error: BaseException) -> bool:
+    """Whether `error` while writing into `folder` came from a full disk (or quota)."""
+    chained: BaseException | None = error
+    while chained is not None:
+        if isinstance(chained, OSError) and chained.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        if "No space left on device" in str(chained):
+            return True
+        chained = chained.__cause__ or chained.__context__
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 # RGB -> YUV with the BT.709 matrix (limited range), and the tags that say so.
