@@ -57,7 +57,8 @@ def decode_image(data: str, user_error: UserErrorType) -> np.ndarray:
                 flat.paste(rgba, mask=rgba.getchannel("A"))
                 return np.asarray(flat)
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as e:
+    # ValueError: Pillow's refusal of a PNG text chunk that inflates past its limit (a metadata bomb) was a 500.
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as e:
         raise user_error(f"the image could not be read as a picture ({type(e).__name__}: {e}); use a PNG, "
                          "JPEG or WebP photo", field="image") from None
 

@@ -19,7 +19,8 @@ MAX_ANGLES = 64
 
 
 class TalkingHeadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN passes every range check (comparisons with it are false): refuse it by name instead.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     image: str = Field(description="The portrait, base64 (PNG, JPEG, WebP, ...; a data URL is fine)")
     audio: str = Field(description="The voice recording, base64 (wav, mp3, m4a, ogg, flac, ...)")

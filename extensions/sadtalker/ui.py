@@ -9,6 +9,7 @@ the runner, which the REST route and the command line share.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,15 +106,29 @@ def request_from_fields(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "image": file_to_base64(values["image"]), "audio": file_to_base64(values["audio"]),
         "audio_name": str(values["audio"]).rsplit("/", 1)[-1],
-        "pose_style": int(values["pose_style"]), "size": int(values["size"]), "preprocess": values["preprocess"],
-        "still_mode": bool(values["still_mode"]), "batch_size": int(values["batch_size"]),
-        "expression_scale": float(values["expression_scale"]), "use_blink": bool(values["use_blink"]),
+        "pose_style": _number(values, "pose_style", int), "size": _number(values, "size", int),
+        "preprocess": values["preprocess"], "still_mode": bool(values["still_mode"]),
+        "batch_size": _number(values, "batch_size", int),
+        "expression_scale": _number(values, "expression_scale", float), "use_blink": bool(values["use_blink"]),
         "enhancer": values["face_model"] if values["gfpgan"] else None,
         "background_enhancer": values["background_enhancer"],
         "ref_eyeblink": file_to_base64(values["ref_eyeblink"]) if values.get("ref_eyeblink") else None,
         "ref_pose": file_to_base64(values["ref_pose"]) if values.get("ref_pose") else None,
-        **angles, "seed": int(values["seed"] if values.get("seed") is not None else -1),
+        **angles, "seed": _number(values, "seed", int) if values.get("seed") is not None else -1,
     }
+
+
+def _number(values: dict[str, Any], key: str, kind: type) -> Any:
+    """A slider or number box's value as `kind`; a value that is no finite number (only a crafted call of the
+    event sends one) is refused by name, where int() would have said only "cannot convert float NaN"."""
+    value = values[key]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, not {value}")
+    return int(round(number)) if kind is int else number
 
 
 def _angle_list(text: str | None, key: str) -> list[float] | None:
@@ -134,6 +149,10 @@ def _follow(api: Any, values: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         job = api.studio.submit(JOB_TYPE, request_from_fields(values))
     except (ValueError, api.UserError) as e:
         yield _error_html(getattr(e, "message", str(e))), gr.update(), gr.update(), None
+        return
+    except OSError as e:  # an upload Gradio has already cleaned away: say so rather than show a traceback
+        yield _error_html(f"could not read {e.filename or 'an upload'} ({e.strerror or e}); upload it again"), \
+            gr.update(), gr.update(), None
         return
     while not job.wait(_POLL_S):
         yield _progress_html(api, job), gr.update(), gr.update(), job.id

@@ -20,9 +20,14 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-# A1111's `re_param_code`, unchanged: a key of at least two word/space/-/ characters, then either a
-# JSON-quoted value (which may hold commas) or anything up to the next comma.
-PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A1111's `re_param_code` is r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)': a key of at least two
+# word/space/-/ characters, then either a JSON-quoted value (which may hold commas) or anything up to the next comma.
+# Run as it is, `findall` restarts the key at every character of a long run of key characters that no ":" follows,
+# so 100 KB of words without a colon (a PNG's "parameters" text, an API `infotext`) took two minutes of CPU. This
+# pattern finds the same pairs in linear time: possessive quantifiers never give back what cannot lead to a match,
+# and the last two alternatives skip such a run, or a run of blanks, in one step (their matches have an empty key
+# and are dropped by `find_params`).
+_PARAM_SCAN = re.compile(r'\s*+(\w[\w \-/]++):\s*+("(?:\\.|[^\\"])++"|[^,]*+)(?:,|$)|[\w \-/]++(?!:)|\s++')
 IMAGE_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 
 NEGATIVE_PROMPT_PREFIX = "Negative prompt:"
@@ -298,6 +303,11 @@ def _apply_sampler_backcompat(res: dict[str, Any]) -> None:
             res[schedule_key] = _SCHEDULER_LABELS[schedule]
 
 
+def find_params(line: str) -> list[tuple[str, str]]:
+    """The `(key, value)` pairs of a parameters line: what A1111's `re_param_code.findall(line)` returns."""
+    return [(key, value) for key, value in _PARAM_SCAN.findall(line) if key]
+
+
 def parse_infotext(text: str) -> dict[str, Any]:
     """Parse an infotext into A1111's parameter dict, like `parse_generation_parameters`.
 
@@ -313,13 +323,13 @@ def parse_infotext(text: str) -> dict[str, Any]:
     res: dict[str, Any] = {}
     # A1111 splits on "\n" only; Windows line ends would leave "\r" on the last value.
     *lines, lastline = text.replace("\r\n", "\n").strip().split("\n")
-    if len(PARAM_RE.findall(lastline)) < 3:
+    if len(find_params(lastline)) < 3:
         lines.append(lastline)
         lastline = ""
 
     res["Prompt"], res["Negative prompt"] = _split_prompts(lines)
 
-    for key, value in PARAM_RE.findall(lastline):
+    for key, value in find_params(lastline):
         if not value:
             continue  # A1111 fails on `value[0]` and drops such a key.
         if value[0] == '"' and value[-1] == '"':

@@ -15,12 +15,17 @@ from modules.engine.image_input import ImageValue
 
 MAX_SIDE = 8192  # a hard ceiling; the configurable size limit is applied on top by the API and the UI
 MAX_SEED = 2**32 - 1
+# Longer than any real prompt (about 8,000 CLIP tokens, 100+ chunks), short enough that parsing and encoding one
+# stays cheap: a 100 KB paste used to run for seconds before the first step.
+MAX_PROMPT_CHARS = 32_768
 
 
 class GenerationRequest(BaseModel):
     """What txt2img and img2img share. -1 seeds mean random; an empty sampler means the default one."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # NaN slips through every ge/le check (all comparisons with it are false) and makes black images; the refusal
+    # then says "a finite number" instead of a misleading "less than or equal to".
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -43,7 +48,7 @@ class GenerationRequest(BaseModel):
     tiling: bool = False
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
-    eta: float | None = None
+    eta: float | None = Field(None, ge=0.0)  # a noise amount: A1111's sliders start at 0
     override_settings: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="checkpoint title or name; empty = the current one")
     vae: str | None = Field(None, description="'Automatic', 'None' or a VAE file name; empty = the setting")
@@ -56,8 +61,8 @@ class GenerationRequest(BaseModel):
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
-    def _no_nul(cls, v: str) -> str:
-        return _check_no_nul(v)
+    def _prompt_text(cls, v: str) -> str:
+        return _check_prompt_text(v)
 
     @field_validator("controlnet")
     @classmethod
@@ -99,8 +104,8 @@ class Txt2ImgRequest(GenerationRequest):
 
     @field_validator("hr_prompt", "hr_negative_prompt")
     @classmethod
-    def _hr_no_nul(cls, v: str) -> str:
-        return _check_no_nul(v)
+    def _hr_prompt_text(cls, v: str) -> str:
+        return _check_prompt_text(v)
 
     @model_validator(mode="after")
     def _known_hr_sampler(self) -> Txt2ImgRequest:
@@ -178,9 +183,17 @@ def _check_multiple_of_8(v: int, name: str) -> int:
     return v
 
 
-def _check_no_nul(v: str) -> str:
+def _check_prompt_text(v: str) -> str:
+    if len(v) > MAX_PROMPT_CHARS:
+        raise ValueError(f"is {len(v)} characters long; the limit is {MAX_PROMPT_CHARS}")
     if "\x00" in v:
         raise ValueError("must not contain NUL characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        # JSON's "\ud800" escape gives a half of a UTF-16 pair that no tokenizer or file can hold (it was a 500).
+        raise ValueError(f"is not valid Unicode text: character {e.start + 1} is a lone surrogate "
+                         f"({v[e.start]!r}); send the text as UTF-8") from None
     return v
 
 

@@ -17,6 +17,7 @@ import gradio as gr
 
 from modules.engine.controlnet.units import CONTROL_MODES, MAX_UNITS, RESIZE_MODES, ControlNetUnit
 from modules.errors import UserError
+from modules.ui.form_numbers import whole_number
 
 if TYPE_CHECKING:
     from modules.services import Services
@@ -203,6 +204,6 @@ def units_from_values(values: dict[str, Any], needs_image: bool) -> list[dict[st
                                 field=unit_key(i, "image"))
             del unit["image"]  # empty: the engine uses the img2img init image, as sd-webui-controlnet does
         if unit["processor_res"] is not None:
-            unit["processor_res"] = int(round(unit["processor_res"]))
+            unit["processor_res"] = whole_number(unit["processor_res"], unit_key(i, "processor_res"))
         units.append({k: v for k, v in unit.items() if v is not None})
     return units

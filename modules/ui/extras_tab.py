@@ -22,6 +22,7 @@ from modules.engine.outputs.paths import is_within
 from modules.engine.postprocess.faces import CODEFORMER_NOTE
 from modules.errors import UserError
 from modules.jobs import JobState
+from modules.ui.form_numbers import whole_number
 from modules.ui.generation_form import progress_text
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def build_request(services: Services, values: dict[str, Any]) -> tuple[dict[str,
     data["resize_mode"] = int(values.get("resize_mode") or SCALE_BY)
     for key in ("upscaling_resize_w", "upscaling_resize_h"):
         if key in data:
-            data[key] = int(round(data[key]))
+            data[key] = whole_number(data[key], key)
     notes: list[str] = []
     mode = values.get("mode") or SINGLE
     if mode == FOLDER:

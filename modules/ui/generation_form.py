@@ -19,6 +19,7 @@ from modules.engine.infotext import infotext_to_request_fields, parse_infotext
 from modules.engine.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_LABELS
 from modules.errors import UserError
 from modules.jobs import Job, JobState
+from modules.ui.form_numbers import whole_number
 
 if TYPE_CHECKING:
     from modules.services import Services
@@ -280,8 +281,8 @@ def coerce_request(values: dict[str, Any], model: type[BaseModel]) -> dict[str, 
     data = {k: v for k, v in values.items() if v is not None}
     whole = [name for name, f in model.model_fields.items() if f.annotation in (int, "int", int | None)]
     for key in whole:
-        if isinstance(data.get(key), float):
-            data[key] = int(round(data[key]))
+        if key in data:
+            data[key] = whole_number(data[key], key)
     data["styles"] = list(data.get("styles") or [])
     data["checkpoint"] = data.get("checkpoint") or None
     return data

@@ -12,12 +12,14 @@ Sub-tabs, as A1111 has them:
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Any
 
 from modules.engine.requests import MASKED_CONTENT, RESIZE_MODES, Img2ImgRequest
 from modules.errors import UserError
 from modules.ui import controlnet_ui
+from modules.ui.form_numbers import whole_number
 from modules.ui.generation_form import coerce_request
 
 IMG2IMG, SKETCH, INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD, BATCH = SUBTABS = (
@@ -117,6 +119,9 @@ def current_image(values: dict[str, Any]) -> Any:
 def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """"Resize by": the image's size times `scale`, each side rounded to the nearest multiple of 8 (at least 8),
     which the request requires."""
+    if not math.isfinite(float(scale)):  # int(nan) below would be a ValueError, not a message
+        raise UserError(f"scale must be a finite number, not {scale}", field="scale")
+
     def side(n: int) -> int:
         return max(8, int(n * float(scale) / 8 + 0.5) * 8)  # half up, not Python's half-to-even
     return side(width), side(height)
@@ -160,11 +165,12 @@ def build_request(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def inpaint_fields(values: dict[str, Any]) -> dict[str, Any]:
     """The inpaint settings as request fields; the radios hold A1111's labels."""
-    return {"mask_blur": int(round(values.get("mask_blur") or 0)),
+    return {"mask_blur": whole_number(float(values.get("mask_blur") or 0), "mask_blur"),
             "inpainting_mask_invert": _index(MASK_MODES, values.get("inpainting_mask_invert")),
             "inpainting_fill": _index(MASKED_CONTENT, values.get("inpainting_fill"), default=1),
             "inpaint_full_res": values.get("inpaint_full_res") == INPAINT_AREAS[1],
-            "inpaint_full_res_padding": int(round(values.get("inpaint_full_res_padding") or 0))}
+            "inpaint_full_res_padding": whole_number(float(values.get("inpaint_full_res_padding") or 0),
+                                                     "inpaint_full_res_padding")}
 
 
 def labels_from_request(values: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,8 @@ DEFAULT_MAX_SECONDS = 600.0
 DEFAULT_SILENCE_DBFS = -60.0
 # Extra decoding beyond the limit, so that "too long" is detected without decoding a whole long file.
 _OVERRUN_SECONDS = 1.0
+# A WAV whose data falls short of its header by more than this is refused as truncated (less is padding slack).
+_TRUNCATION_TOLERANCE_S = 0.05
 
 
 class AudioInputError(ValueError):
@@ -111,11 +113,25 @@ def _decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
     if max_seconds is not None and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
         # Refused from the header alone: a long file is never decoded.
         _raise_too_long(path.name, info.frames / info.samplerate, max_seconds)
+    if info.format in ("WAV", "WAVEX"):
+        _check_complete_wav(path)
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:
         raise AudioInputError(f"{path.name} could not be decoded as audio: {error}") from error
     return samples, int(rate)
+
+
+def _check_complete_wav(path: Path) -> None:
+    """Refuse a WAV cut short: libsndfile would read the part that is there as a complete, shorter recording."""
+    from .wav_header import wav_length
+
+    length = wav_length(path)
+    if length is not None and length.missing_seconds > _TRUNCATION_TOLERANCE_S:
+        raise AudioInputError(
+            f"{path.name} is truncated: its header announces {length.declared_seconds:.1f} s of audio but the file "
+            f"holds only {length.present_seconds:.1f} s (the upload or copy stopped early); use the complete file"
+        )
 
 
 def _decode_with_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:

@@ -12,7 +12,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from modules.engine.infotext import PARAM_RE, format_value, quote
+from modules.engine.infotext import find_params, format_value, quote
 
 # A1111's parser takes the last line as parameters only when it holds at least this many pairs.
 _MIN_PARAMS = 3
@@ -35,7 +35,7 @@ def saved_text(source: str | None, postprocess: str) -> str:
     if not source:
         return postprocess
     last = source.rsplit("\n", 1)[-1]
-    if len(PARAM_RE.findall(last)) >= _MIN_PARAMS:
+    if len(find_params(last)) >= _MIN_PARAMS:
         return f"{source}, {postprocess}"
     return f"{source}\n{postprocess}"
 

@@ -25,10 +25,17 @@ ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 BREAK_TEXT = "BREAK"
 BREAK_WEIGHT = -1.0
+# Every open bracket rescales each piece written after it, so the work grows as pieces x open brackets: 100 KB of
+# "[[[[:::" kept a CPU busy for two minutes per request (and per keystroke in the token counter). Real prompts
+# nest a dozen deep at most, and 1.1**64 is already a weight no model can use, so deeper nesting is refused.
+MAX_OPEN_BRACKETS = 64
 
 # `:weight)` closing an open "(": the number is loose on purpose (A1111 accepts "1." and ".5" and fails on "1.2.3").
 _WEIGHT_CLOSE = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
-_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+# A1111 splits on r"\s*\bBREAK\b\s*"; run by `re` that regex retries its leading \s* at every blank of a long run,
+# which made 20 KB of spaces take nine seconds. `_split_breaks` finds the same splits by looking for the word
+# and then widening over the blanks around it.
+_BREAK_WORD = re.compile(r"\bBREAK\b")
 _ESCAPABLE = frozenset("()[]\\")
 # Characters that end a run of plain text.
 _TEXT_STOP = frozenset("\\()[]:")
@@ -54,7 +61,7 @@ class _Pieces:
 
     def add_text(self, text: str) -> None:
         """Plain text, where each standalone BREAK becomes a marker piece between the parts around it."""
-        for index, part in enumerate(_BREAK.split(text)):
+        for index, part in enumerate(_split_breaks(text)):
             if index:
                 self.add(BREAK_TEXT, BREAK_WEIGHT)
             self.add(part)
@@ -76,6 +83,22 @@ class _Pieces:
         return result
 
 
+def _split_breaks(text: str) -> list[str]:
+    r"""`re.split(r"\s*\bBREAK\b\s*", text)` in linear time: the blanks before and after each BREAK go with it."""
+    parts: list[str] = []
+    start = 0
+    for match in _BREAK_WORD.finditer(text):
+        left, right = match.start(), match.end()
+        while left > start and text[left - 1].isspace():  # str.isspace is what \s matches in a str pattern
+            left -= 1
+        while right < len(text) and text[right].isspace():
+            right += 1
+        parts.append(text[start:left])
+        start = right
+    parts.append(text[start:])
+    return parts
+
+
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     """Split a prompt into ``(text, weight)`` pieces according to its emphasis brackets.
 
@@ -83,7 +106,8 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
 
     Raises:
-        UserError: ``(x:w)`` where ``w`` is not a number, e.g. ``(x:1.2.3)`` (A1111 fails there too).
+        UserError: ``(x:w)`` where ``w`` is not a number, e.g. ``(x:1.2.3)`` (A1111 fails there too), or more
+            than ``MAX_OPEN_BRACKETS`` brackets open at once.
     """
     pieces = _Pieces()
     pos = 0
@@ -98,11 +122,12 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
             else:
                 pieces.add("")
                 pos += 1
-        elif char == "(":
-            pieces.round_opens.append(len(pieces.texts))
-            pos += 1
-        elif char == "[":
-            pieces.square_opens.append(len(pieces.texts))
+        elif char in "([":
+            if len(pieces.round_opens) + len(pieces.square_opens) >= MAX_OPEN_BRACKETS:
+                raise UserError(f"The prompt has more than {MAX_OPEN_BRACKETS} emphasis brackets open at once "
+                                f"(at character {pos + 1}); close them or escape literal ones as \\( and \\[.",
+                                field="prompt")
+            (pieces.round_opens if char == "(" else pieces.square_opens).append(len(pieces.texts))
             pos += 1
         elif char == ":":
             close = _WEIGHT_CLOSE.match(text, pos)
