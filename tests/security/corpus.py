@@ -18,7 +18,6 @@ import json
 import math
 import pickle
 import struct
-import wave
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
+
+from tests.fixtures.talking_head_inputs import wav_bytes as wav
 
 # What the messages must say, per kind of problem. Alternatives cover the wording of each route (the API's
 # image decoder, Extras, the SadTalker photo decoder) while still naming the problem.
@@ -321,16 +322,6 @@ def tone(seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * math.pi * 140 * t) * (0.4 + 0.6 * np.abs(np.sin(2 * math.pi * 2 * t)))).astype(
         np.float32)
-
-
-def wav(samples: np.ndarray, rate: int = AUDIO_RATE) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def wav_declaring(seconds: float, data: bytes, rate: int = AUDIO_RATE) -> bytes:
