@@ -249,8 +249,9 @@ class JobQueue:
         try:
             self._run(job)
         finally:
-            with self._cond:
-                self._running.remove(job)
+            with self._cond:  # normally done already by _finish; here for a job that ended without one
+                if job in self._running:
+                    self._running.remove(job)
                 self._cond.notify_all()
 
     def _run(self, job: Job) -> None:
@@ -277,9 +278,15 @@ class JobQueue:
             self._finish(job, JobState.DONE)
 
     def _finish(self, job: Job, state: JobState) -> None:
+        # Off the running list and journalled before anyone waiting on the job wakes: a client that got its
+        # result must not then see the job still counted in /progress.
+        with self._cond:
+            if job in self._running:
+                self._running.remove(job)
+            self._cond.notify_all()
         job.state, job.finished_at = state, time.time()
-        job._finished.set()
         self._on_change(job)
+        job._finished.set()
 
     def _prune(self) -> None:
         cutoff = time.time() - self._retention_s()

@@ -68,11 +68,21 @@ def test_send_a_portrait_to_sadtalker_and_animate_it(server: tuple[RunningServer
         page.locator("#sadtalker_driven_audio input[type=file]").set_input_files(str(recording))
         page.locator("#sadtalker_preprocess").get_by_text("resize", exact=True).click()
         page.locator("#sadtalker_advanced").get_by_text("Advanced").click()
-        page.locator("#sadtalker_seed input").fill("77")
+        seed = page.locator("#sadtalker_seed input")
+        # The accordion mounts its fields as it opens; a value typed before the field has settled can be reset
+        # to -1 (a random seed) under load, so type until the field keeps it.
+        for _ in range(20):
+            seed.fill("77")
+            seed.press("Tab")
+            page.wait_for_timeout(250)
+            if seed.input_value() == "77":
+                break
+        assert seed.input_value() == "77"
         page.locator("#sadtalker_generate").click()
         page.locator("#sadtalker_video video").wait_for(timeout=120_000)
         summary = page.locator("#sadtalker_info textarea")
-        page.wait_for_function("el => el.value.includes('seed 77')", arg=summary.element_handle())
+        page.wait_for_function("el => el.value.includes('seed ')", arg=summary.element_handle(), timeout=60_000)
+        assert "seed 77" in summary.input_value(), summary.input_value()
         assert "6 frames" in summary.input_value()
         bars = page.locator("#sadtalker_progress progress")
         assert bars.count() >= 4 and page.locator("#sadtalker_progress progress[data-stage=render]").count() == 1
