@@ -16,7 +16,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,28 +97,35 @@ class ClusterExecutor:
                 return self._local.execute(job_type, job, ctx)
         with self._snapshot_lock, job.scope() if job.scope is not None else nullcontext():
             settings = self._settings.values()
-        return _ClusterJob(self, job, ctx, settings).run()
+        farm = _Farm(self._pool, self._outputs, self._hooks, self._worker_wait_s)
+        return _ClusterJob(farm, next(self._sequence), job, ctx, settings).run()
 
     # -- for the Cluster page -------------------------------------------------------------------------------
 
     def workers(self) -> list[Worker]:
         return self._pool.workers()
 
-    @property
-    def pool(self) -> WorkerPool:
-        return self._pool
+
+@dataclass(frozen=True)
+class _Farm:
+    """What one job's run needs of the executor."""
+
+    pool: WorkerPool
+    outputs: Path
+    hooks: HookRegistry | None
+    worker_wait_s: float
 
 
 class _ClusterJob:
     """One job's run on the farm: its parts, their progress, and the merged result."""
 
-    def __init__(self, executor: ClusterExecutor, job: Job, ctx: JobContext, settings: dict[str, Any]) -> None:
-        self._ex = executor
+    def __init__(self, farm: _Farm, seq: int, job: Job, ctx: JobContext, settings: dict[str, Any]) -> None:
+        self._farm = farm
         self._job = job
         self._ctx = ctx
         self._settings = settings
         self._parts = split(job.request)
-        self._seq = next(executor._sequence)
+        self._seq = seq
         self._steps = [0] * len(self._parts)
         self._totals = [0] * len(self._parts)
         self._lock = threading.Lock()
@@ -160,15 +167,11 @@ class _ClusterJob:
             if isinstance(self._job.request, GenerationRequest):
                 return GenerationResult()
             raise JobCancelled(self._job.id)
-        saver = ImageSaver(self._outputs_dir, lambda key: self._settings[key], self._ex._hooks)
+        saver = ImageSaver(self._farm.outputs, lambda key: self._settings[key], self._farm.hooks)
         result = merge(self._job.request, results, saver, self._job.type)
         total = sum(self._totals)
         self._ctx.progress(total, total, text="done")
         return result
-
-    @property
-    def _outputs_dir(self) -> Path:
-        return self._ex._outputs
 
     # -- one part ---------------------------------------------------------------------------------------------
 
@@ -183,7 +186,7 @@ class _ClusterJob:
             try:
                 outcome = self._call(worker, index, request)
             except WorkerDied as e:
-                self._ex._pool.died(worker, str(e))
+                self._farm.pool.died(worker, str(e))
                 task = replace(task, tried=task.tried | {worker.name})
                 where = worker.info.host if worker.info else "its node"
                 if retried:
@@ -194,12 +197,12 @@ class _ClusterJob:
                 self._ctx.note(f"{worker.name} on {where} stopped while running part {index + 1} of this job "
                                f"({e}); that part was run again on another worker.")
                 continue
-            self._ex._pool.release(worker, done=outcome.status == "done")
-            self._ex._pool.update_info(worker, outcome.info)
+            self._farm.pool.release(worker, done=outcome.status == "done")
+            self._farm.pool.update_info(worker, outcome.info)
             if outcome.status == "missing":
                 missing.append(f"{worker.name} ({outcome.info.host if outcome.info else '?'}): {outcome.error}")
                 if outcome.error_field == "checkpoint":
-                    self._ex._pool.lacks(worker, self._checkpoint)
+                    self._farm.pool.lacks(worker, self._checkpoint)
                 task = replace(task, tried=task.tried | {worker.name})
                 continue
             with self._lock:
@@ -213,7 +216,7 @@ class _ClusterJob:
             return self._stop.is_set() or job._cancel.is_set() or job.interrupt_requested
 
         try:
-            return self._ex._pool.acquire(task, job.id, give_up, self._ex._worker_wait_s)
+            return self._farm.pool.acquire(task, job.id, give_up, self._farm.worker_wait_s)
         except LookupError as e:
             if missing:
                 raise NotFound("no cluster worker can run this job: " + "; ".join(missing),
@@ -257,7 +260,7 @@ class _ClusterJob:
             if note not in self._job.notes:
                 self._ctx.note(note)
         if outcome.files:
-            placed = adopt_files(self._outputs_dir, [(f.relative, f.data) for f in outcome.files])
+            placed = adopt_files(self._farm.outputs, [(f.relative, f.data) for f in outcome.files])
             moved = {f"{outcome.staging}/{relative}": path for relative, path in placed.items()}
             outcome.result = remap_paths(outcome.result, moved)
 

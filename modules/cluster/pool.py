@@ -20,7 +20,7 @@ from ray.exceptions import GetTimeoutError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from modules.cluster.protocol import WorkerInfo
-from modules.cluster.scheduling import TaskView, WorkerView, assign, checkpoint_names
+from modules.cluster.scheduling import TaskView, WorkerView, assign, checkpoint_names, may_take
 from modules.cluster.worker import StudioWorker
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class WorkerPool:
                     live = [w for w in self._workers if w.state != "dead"]
                     if live and all(w.name in task.tried for w in live):
                         raise LookupError("every worker was tried")
-                    if live and all(self._rules_out(w, task) for w in live):
+                    if live and not any(may_take(w.view(), task) for w in live):
                         raise LookupError("no worker has the checkpoint")
                     if not live and time.monotonic() > deadline:
                         raise LookupError(f"no cluster worker came up within {wait_s:.0f} s")
@@ -236,11 +236,6 @@ class WorkerPool:
             free[view.name].state = "busy"  # taken: not free for the next task while its owner wakes up
         if pairs:
             self._cond.notify_all()
-
-    @staticmethod
-    def _rules_out(worker: Worker, task: TaskView) -> bool:
-        wanted = next(iter(checkpoint_names(task.checkpoint)), "")
-        return worker.name in task.tried or bool(wanted and wanted in worker.view().lacks)
 
     # -- what the Cluster page shows ------------------------------------------------------------------------
 

@@ -30,10 +30,16 @@ class TaskView:
     tried: frozenset[str] = field(default_factory=frozenset)
 
 
+def may_take(worker: WorkerView, task: TaskView) -> bool:
+    """Rules 2 and 3: not tried on this task, and not known to lack its checkpoint."""
+    wanted = _plain(task.checkpoint)
+    return worker.name not in task.tried and not (wanted and wanted in worker.lacks)
+
+
 def choose(task: TaskView, free: Sequence[WorkerView]) -> WorkerView | None:
     """The free worker for `task`, or None when none of them may take it."""
     wanted = _plain(task.checkpoint)
-    candidates = [w for w in free if w.name not in task.tried and not (wanted and wanted in w.lacks)]
+    candidates = [w for w in free if may_take(w, task)]
     if not candidates:
         return None
     return min(candidates, key=lambda w: (not (wanted and wanted in w.loaded), w.tasks_done, w.idle_since, w.name))
